@@ -1,0 +1,47 @@
+"""mtcheck: are PyTorch's gradients at kinks ones the mathematics allows?
+
+Public API::
+
+    report = mtcheck.check(fn, *inputs)      # -> Report with .verdict (a Verdict)
+    mtcheck.assert_gradient_ok(fn, *inputs)  # raises MtcheckError on a non-passing verdict
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (CheckInputError, MtcheckError, NonFiniteError, OutsideTheoryError,  # noqa: E402
+                     UnsupportedOpError)
+from .report import Report, Verdict, Witness  # noqa: E402
+
+
+def check(fn, *inputs, **options) -> "Report":
+    """Check ``fn``'s PyTorch gradient at ``inputs``; see :func:`mtcheck.checker.check`."""
+    from .checker import check as _check
+
+    return _check(fn, *inputs, **options)
+
+
+def assert_gradient_ok(fn, *inputs, **options) -> "Report":
+    """Like :func:`check`, raising :class:`MtcheckError` unless the verdict is
+    ``SMOOTH_OK`` or ``ASSOCIATED``. Returns the report when it passes."""
+    rep = check(fn, *inputs, **options)
+    if not rep.verdict.passed:
+        raise MtcheckError(format_failure(rep), rep)
+    return rep
+
+
+def format_failure(rep: "Report") -> str:
+    head = f"Gradient check failed for {rep.program}: {rep.verdict}"
+    return head + "\n\n" + rep.explain()
+
+
+def supported_ops() -> list:
+    """ATen ops with an exact model."""
+    from .ops import supported_ops as _s
+
+    return _s()
+
+
+__all__ = ["check", "assert_gradient_ok", "Verdict", "Report", "Witness", "MtcheckError", "CheckInputError",
+           "UnsupportedOpError", "OutsideTheoryError", "NonFiniteError", "supported_ops", "__version__"]

@@ -1,0 +1,208 @@
+"""Exact rational arrays: numpy object arrays of ``flint.fmpq``.
+
+Every finite float is a dyadic rational; :func:`from_tensor` converts a tensor
+to its exact value. Matrix products go through FLINT (``fmpq_mat``) because a
+Python-level object ``dot`` is two orders of magnitude slower.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flint
+import numpy as np
+
+Q = flint.fmpq
+Q0 = Q(0)
+Q1 = Q(1)
+
+# Below this many multiply-adds, numpy's object dot is cheaper than converting to FLINT.
+_FLINT_MIN_WORK = 2048
+
+
+def q(v) -> "flint.fmpq":
+    """Exact rational from a Python int, float (finite) or fmpq."""
+    if isinstance(v, flint.fmpq):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return Q(int(v))
+    if isinstance(v, (int, np.integer)):
+        return Q(int(v))
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"non-finite value {f!r}")
+    n, d = f.as_integer_ratio()
+    return Q(n, d)
+
+
+def from_floats(arr: np.ndarray) -> np.ndarray:
+    """Exact values of a float numpy array (any float dtype), as an fmpq object array."""
+    a = np.asarray(arr, dtype=np.float64)
+    flat = [Q(*v.as_integer_ratio()) for v in a.ravel().tolist()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(a.shape)
+
+
+def from_tensor(t):
+    """Exact value of a tensor: fmpq object array for floats, numpy int/bool otherwise."""
+    import torch
+
+    t = t.detach()
+    if t.is_complex():
+        raise TypeError("complex tensors are not supported")
+    if t.dtype == torch.bool:
+        return t.cpu().numpy().astype(bool)
+    if not t.is_floating_point():
+        return t.cpu().numpy().astype(np.int64)
+    return from_floats(t.cpu().to(torch.float64).numpy())
+
+
+def zeros(shape) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    out.fill(Q0)
+    return out
+
+
+def full(shape, value) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    out.fill(q(value))
+    return out
+
+
+def as_exact(a) -> np.ndarray:
+    """Lift an int/bool array to fmpq (used when integer tensors meet float ones)."""
+    a = np.asarray(a)
+    if a.dtype == object:
+        return a
+    flat = [Q(int(v)) for v in a.ravel().tolist()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(a.shape)
+
+
+def to_float(a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != object:
+        return a.astype(np.float64)
+    return np.array([float(int(v.p)) / float(int(v.q)) if abs(int(v.p)) < 2**1000 else _big_float(v)
+                     for v in a.ravel().tolist()], dtype=np.float64).reshape(a.shape)
+
+
+def _big_float(v) -> float:
+    from fractions import Fraction
+
+    return float(Fraction(int(v.p), int(v.q)))
+
+
+def sign(a) -> np.ndarray:
+    """Elementwise sign (-1, 0, 1) as int8, decided exactly."""
+    a = np.asarray(a)
+    return (a > 0).astype(np.int8) - (a < 0).astype(np.int8)
+
+
+def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact product of two 2-D object arrays."""
+    r, k = a.shape
+    k2, c = b.shape
+    assert k == k2, (a.shape, b.shape)
+    if r == 0 or c == 0:
+        return zeros((r, c))
+    if k == 0:
+        return zeros((r, c))
+    if r * k * c < _FLINT_MIN_WORK:
+        out = a.dot(b)
+        return _fix_ints(out)
+    ma = flint.fmpq_mat(r, k, a.ravel().tolist())
+    mb = flint.fmpq_mat(k, c, b.ravel().tolist())
+    out = np.empty(r * c, dtype=object)
+    out[:] = (ma * mb).entries()
+    return out.reshape(r, c)
+
+
+def _fix_ints(a: np.ndarray) -> np.ndarray:
+    """Make sure every entry is an fmpq (object dot of all-int data yields ints)."""
+    flat = a.ravel()
+    if flat.size and not all(isinstance(v, flint.fmpq) for v in flat.tolist()):
+        a = np.array([q(v) for v in flat.tolist()], dtype=object).reshape(a.shape)
+    return a
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact ``a @ b`` with numpy's matmul broadcasting rules (a, b at least 1-D)."""
+    a = np.asarray(a, dtype=object)
+    b = np.asarray(b, dtype=object)
+    squeeze_a = squeeze_b = False
+    if a.ndim == 1:
+        a = a[None, :]
+        squeeze_a = True
+    if b.ndim == 1:
+        b = b[:, None]
+        squeeze_b = True
+    if a.ndim == 2 and b.ndim == 2:
+        out = matmul2d(a, b)
+    elif b.ndim == 2:
+        lead = a.shape[:-1]
+        out = matmul2d(a.reshape(-1, a.shape[-1]), b).reshape(lead + (b.shape[-1],))
+    else:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a2 = np.broadcast_to(a, batch + a.shape[-2:])
+        b2 = np.broadcast_to(b, batch + b.shape[-2:])
+        out = zeros(batch + (a.shape[-2], b.shape[-1]))
+        for idx in np.ndindex(*batch):
+            out[idx] = matmul2d(np.ascontiguousarray(a2[idx]), np.ascontiguousarray(b2[idx]))
+    if squeeze_a:
+        out = out[..., 0, :]
+    if squeeze_b:
+        out = out[..., 0]
+    return out
+
+
+def rank_and_nullspace(rows: np.ndarray, n: int):
+    """Exact rank of a (k, n) rational matrix and a basis of its null space.
+
+    Returns ``(rank, N)`` where ``N`` is an (n, n - rank) fmpq object array whose
+    columns span ``{t : rows @ t = 0}``. Rows are scaled to integers first and
+    FLINT's fraction-free nullspace is used.
+    """
+    k = rows.shape[0]
+    if k == 0:
+        return 0, identity(n)
+    int_rows = []
+    for r in rows:
+        den = 1
+        for v in r.tolist():
+            den = den * int(v.q) // math.gcd(den, int(v.q))
+        int_rows.append([int(v.p) * (den // int(v.q)) for v in r.tolist()])
+    m = flint.fmpz_mat(k, n, [v for r in int_rows for v in r])
+    x, nullity = m.nullspace()
+    cols = []
+    for j in range(nullity):
+        col = [x[i, j] for i in range(n)]
+        g = 0
+        for v in col:
+            g = math.gcd(g, int(v))
+        g = g or 1
+        cols.append([Q(int(v) // g) for v in col])
+    basis = zeros((n, nullity))
+    for j, col in enumerate(cols):
+        basis[:, j] = col
+    return n - nullity, basis
+
+
+def identity(n: int) -> np.ndarray:
+    out = zeros((n, n))
+    for i in range(n):
+        out[i, i] = Q1
+    return out
+
+
+def is_zero(a) -> bool:
+    a = np.asarray(a)
+    return bool(a.size == 0 or not (a != 0).any())
+
+
+def fmt(v) -> str:
+    """A short exact text for a rational: '3/4', '-2', '1/1024'."""
+    v = q(v)
+    return str(int(v.p)) if int(v.q) == 1 else f"{int(v.p)}/{int(v.q)}"

@@ -1,0 +1,134 @@
+"""What the framework computes: PyTorch's reverse-mode and forward-mode Jacobians.
+
+This is the only module that asks torch for derivatives; the exact side
+(:mod:`mtcheck.model`) never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .trace import Trace
+
+
+@dataclass
+class Linearity:
+    ok: bool
+    detail: str = ""
+
+
+def _float_outputs(tr: Trace):
+    return [t for t in tr.out_tensors if t is not None and t.is_floating_point()]
+
+
+def vjp(tr: Trace, wrt: list, cot: np.ndarray) -> np.ndarray:
+    """PyTorch's reverse pass with cotangent ``cot`` (length m, float64 values): (n,) float64."""
+    outs = _float_outputs(tr)
+    ins = [tr.inputs[i] for i in wrt]
+    pairs, off = [], 0
+    for o in outs:
+        k = o.numel()
+        if o.requires_grad:
+            pairs.append((o, torch.as_tensor(cot[off:off + k], dtype=o.dtype).reshape(o.shape)))
+        off += k
+    if not pairs:
+        return np.zeros(sum(x.numel() for x in ins))
+    grads = torch.autograd.grad([p[0] for p in pairs], ins, [p[1] for p in pairs], retain_graph=True,
+                                allow_unused=True)
+    return np.concatenate([(g if g is not None else torch.zeros_like(x)).detach().to(torch.float64).reshape(-1).numpy()
+                           for g, x in zip(grads, ins)])
+
+
+def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:
+    """Row i = vjp with cotangent e_i: the framework Jacobian J_fw (m, n), float64 (exact copy of the dtype)."""
+    m = sum(o.numel() for o in _float_outputs(tr))
+    rows = []
+    for i in range(m):
+        e = np.zeros(m)
+        e[i] = 1.0
+        rows.append(vjp(tr, wrt, e))
+    n = sum(tr.inputs[i].numel() for i in wrt)
+    return np.array(rows).reshape(m, n)
+
+
+def check_linearity(tr: Trace, wrt: list, J: np.ndarray, exact: bool, tol) -> Linearity:
+    """Is the reverse pass linear in its cotangent?
+
+    Zero, negation and doubling are exact in binary floating point for a linear
+    pass, so they are compared exactly in every mode; additivity is compared
+    exactly in exact mode and with the stated tolerance otherwise.
+    """
+    m = J.shape[0]
+    if m == 0:
+        return Linearity(True)
+    rng = np.random.default_rng(0)
+    u = rng.integers(-3, 4, size=m).astype(np.float64)
+    if not u.any():
+        u[0] = 1.0
+    v = rng.integers(-3, 4, size=m).astype(np.float64)
+    g0 = vjp(tr, wrt, np.zeros(m))
+    if np.any(g0 != 0):
+        i = int(np.nonzero(g0 != 0)[0][0])
+        return Linearity(False, f"the reverse pass with a zero incoming gradient returned {g0[i]!r} at input "
+                                f"coordinate {i} (a linear map sends 0 to 0)")
+    gu = vjp(tr, wrt, u)
+    for c in (-1.0, 2.0):
+        gc = vjp(tr, wrt, c * u)
+        if not np.array_equal(gc, c * gu, equal_nan=False):
+            i = int(np.nonzero(gc != c * gu)[0][0])
+            return Linearity(False, f"vjp({c:g}*u) = {gc[i]!r} but {c:g}*vjp(u) = {(c * gu)[i]!r} at input coordinate "
+                                    f"{i} (u = {u.tolist()})")
+    gv = vjp(tr, wrt, v)
+    guv = vjp(tr, wrt, u + v)
+    rows = J.T @ u
+    for lhs, rhs, what in ((guv, gu + gv, "vjp(u+v) vs vjp(u)+vjp(v)"), (gu, rows, "vjp(u) vs sum_i u_i vjp(e_i)")):
+        if exact:
+            bad = lhs != rhs
+        else:
+            rtol, atol = tol
+            bad = np.abs(lhs - rhs) > atol + rtol * np.abs(rhs)
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            return Linearity(False, f"{what}: {lhs[i]!r} != {rhs[i]!r} at input coordinate {i} "
+                                    f"(u = {u.tolist()}, v = {v.tolist()})")
+    return Linearity(True)
+
+
+def forward_jacobian(fn, tr: Trace, wrt: list, max_loop: int = 256):
+    """PyTorch's forward-mode Jacobian (m, n), or (None, reason) where forward mode is unavailable."""
+    import torch.autograd.forward_ad as fwAD
+
+    ins = [x.detach() for x in tr.inputs]
+    n_list = [ins[i].numel() for i in wrt]
+    n = sum(n_list)
+    if n > max_loop:
+        return None, f"forward mode skipped: {n} input coordinates > {max_loop} (one forward pass each)"
+    cols = []
+    try:
+        for k in range(n):
+            with fwAD.dual_level():
+                duals = list(ins)
+                off = 0
+                for i, s in zip(wrt, n_list):
+                    tan = torch.zeros(s, dtype=ins[i].dtype)
+                    if off <= k < off + s:
+                        tan[k - off] = 1
+                    duals[i] = fwAD.make_dual(ins[i], tan.reshape(ins[i].shape))
+                    off += s
+                with torch.no_grad():
+                    pass
+                out = fn(*duals)
+                flat = [o for o in torch.utils._pytree.tree_leaves(out)
+                        if isinstance(o, torch.Tensor) and o.is_floating_point()]
+                col = []
+                for o in flat:
+                    t = fwAD.unpack_dual(o).tangent
+                    col.append((t if t is not None else torch.zeros_like(o)).detach().to(torch.float64).reshape(-1))
+                cols.append(torch.cat(col).numpy() if col else np.zeros(0))
+    except Exception as e:  # noqa: BLE001 - any failure means "forward mode unavailable here"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, f"forward mode unavailable: {type(e).__name__}: {msg[:200]}"
+    return np.stack(cols, axis=1) if cols else None, ""

@@ -1,0 +1,327 @@
+"""The exact model of a trace: replay it in rational arithmetic, with its pattern.
+
+``ExactModel.evaluate(x)`` replays every recorded node on exact inputs ``x``
+(fmpq arrays) with the op rules of :mod:`mtcheck.ops`; no torch autograd is
+involved. The result carries every node's exact value and its discriminants,
+whose signs make the pattern. ``linearize`` propagates tangent directions
+through the same nodes with the pattern fixed: the Jacobian of every node on the
+stratum, exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.utils._pytree as pytree
+
+from . import ops as _ops
+from ._exact import Q0, from_tensor, zeros
+from .errors import OutsideTheoryError, UnsupportedOpError
+from .ops import Ctx, Disc
+from .ops._util import tensor_leaves
+from .trace import Ref, Trace
+
+
+@dataclass
+class Evaluation:
+    values: dict            # Ref -> exact value (np array) ; node refs included
+    ctxs: list              # per node Ctx
+    discs: list             # per node list[Disc]
+    inputs: list            # exact input values
+
+    def value(self, ref):
+        return self.values[ref]
+
+
+@dataclass
+class PatternEntry:
+    node: int
+    label: str
+    where: str
+    kind: str
+    counts: dict            # case name -> count
+    ties: list              # readable tie descriptions (first few)
+    branch: bool = False
+
+    def __str__(self) -> str:
+        c = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
+        s = f"{self.label} ({self.kind}) at {self.where}: {c}"
+        if self.ties:
+            s += "; ties " + "; ".join(self.ties)
+        if self.branch:
+            s += " [feeds Python control flow]"
+        return s
+
+
+@dataclass
+class Pattern:
+    entries: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.entries) or "(no nonsmooth op)"
+
+    @property
+    def n_ties(self) -> int:
+        return sum(e.counts.get("tie", 0) for e in self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self):
+        return len(self.entries)
+
+
+class ExactModel:
+    def __init__(self, tr: Trace):
+        self.trace = tr
+        self.rules = []
+        for n in tr.nodes:
+            rule = _ops.lookup(n.op)
+            if rule is None:  # pragma: no cover - trace() already refused it
+                raise UnsupportedOpError(n.op, n.where)
+            self.rules.append(rule)
+        self._consts = [from_tensor(c) for c in tr.consts]
+
+    # ---------------------------------------------------------------- evaluation
+    def _resolve(self, values, obj):
+        def f(v):
+            if isinstance(v, Ref):
+                if v.kind == "const":
+                    return self._consts[v.index]
+                return values[v]
+            return v
+
+        return pytree.tree_map(f, obj, is_leaf=lambda v: isinstance(v, Ref))
+
+    def _recorded_value(self, ref):
+        """The framework's float value of a ref, converted exactly."""
+        if ref.kind == "const":
+            return self._consts[ref.index]
+        if ref.kind == "in":
+            return from_tensor(self.trace.inputs[ref.index])
+        rec = self.trace.nodes[ref.index].recorded
+        rec = rec[ref.out] if isinstance(rec, tuple) else rec
+        return from_tensor(rec)
+
+    def evaluate(self, inputs, *, framework_args: bool = False) -> Evaluation:
+        """Replay the trace exactly on ``inputs`` (list of exact arrays).
+
+        With ``framework_args`` every node is fed the framework's own float values
+        of its arguments instead: the discriminants then show the cases the
+        framework took (used to find rounding-induced branches).
+        """
+        values: dict = {}
+        for i, v in enumerate(inputs):
+            values[Ref("in", i)] = v
+        ctxs, discs = [], []
+        cache: dict = {}
+        for node, rule in zip(self.trace.nodes, self.rules):
+            if framework_args:
+                def f(v):
+                    if isinstance(v, Ref):
+                        if v not in cache:
+                            cache[v] = self._recorded_value(v)
+                        return cache[v]
+                    return v
+
+                args = pytree.tree_map(f, node.args, is_leaf=lambda v: isinstance(v, Ref))
+                kwargs = pytree.tree_map(f, node.kwargs, is_leaf=lambda v: isinstance(v, Ref))
+            else:
+                args = self._resolve(values, node.args)
+                kwargs = self._resolve(values, node.kwargs)
+            ctx = self._ctx(node)
+            out = self._call(node, rule.forward, ctx, args, kwargs)
+            if isinstance(out, tuple):
+                for j, o in enumerate(out):
+                    values[Ref("node", node.index, j)] = o
+            else:
+                values[Ref("node", node.index, 0)] = out
+            d = self._call(node, rule.discs, ctx, args, kwargs, out) if rule.nonsmooth else []
+            for disc in d:
+                disc.branch = node.branch
+            ctxs.append(ctx)
+            discs.append(d)
+        return Evaluation(values, ctxs, discs, list(inputs))
+
+    def _ctx(self, node):
+        rec = node.recorded
+        first = rec[0] if isinstance(rec, tuple) else rec
+        ctx = Ctx(node.op, getattr(first, "dtype", None), rec)
+        ctx.aux["func"] = node.func
+        # the dtype scalars are rounded to in a comparison is its tensor operand's
+        leaves = [a for a in pytree.tree_leaves(node.args) if isinstance(a, Ref)]
+        if leaves:
+            ctx.aux["arg_dtype"] = self._ref_dtype(leaves[0])
+        return ctx
+
+    def _ref_dtype(self, ref):
+        if ref.kind == "const":
+            return self.trace.consts[ref.index].dtype
+        if ref.kind == "in":
+            return self.trace.inputs[ref.index].dtype
+        rec = self.trace.nodes[ref.index].recorded
+        rec = rec[ref.out] if isinstance(rec, tuple) else rec
+        return getattr(rec, "dtype", None)
+
+    @staticmethod
+    def _call(node, fn, *a):
+        try:
+            return fn(*a)
+        except _ops.NotModelled as e:
+            raise UnsupportedOpError(node.op, node.where, str(e)) from None
+        except _ops.NotLipschitz as e:
+            raise OutsideTheoryError(node.op, node.where, str(e)) from None
+        except ZeroDivisionError as e:
+            raise UnsupportedOpError(node.op, node.where, str(e)) from None
+
+    # ---------------------------------------------------------------- derivatives
+    def linearize(self, ev: Evaluation, wrt: list, directions=None):
+        """Forward-mode derivatives on the stratum of ``ev``.
+
+        ``directions`` is a (B, n) exact array of input directions (n = total size
+        of the ``wrt`` inputs); the default is the identity (full Jacobians).
+        Returns a dict Ref -> tangent array of shape (B,) + value shape, or None
+        for values that do not depend on the directions.
+        """
+        sizes = [ev.inputs[i].size for i in wrt]
+        n = sum(sizes)
+        if directions is None:
+            from ._exact import identity
+
+            directions = identity(n)
+        B = directions.shape[0]
+        tans: dict = {}
+        off = 0
+        for i, s in zip(wrt, sizes):
+            tans[Ref("in", i)] = np.ascontiguousarray(directions[:, off:off + s]).reshape(
+                (B,) + ev.inputs[i].shape)
+            off += s
+        for node, rule, ctx in zip(self.trace.nodes, self.rules, ev.ctxs):
+            targs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.args,
+                                    is_leaf=lambda v: isinstance(v, Ref))
+            tkwargs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.kwargs,
+                                      is_leaf=lambda v: isinstance(v, Ref))
+            live = [t for t in pytree.tree_leaves((targs, tkwargs)) if isinstance(t, np.ndarray)]
+            out = ev.values.get(Ref("node", node.index, 0))
+            rec = node.recorded
+            if isinstance(rec, tuple):
+                out = tuple(ev.values[Ref("node", node.index, j)] for j in range(len(rec)))
+            if not live or node.stop_grad:
+                continue
+            args = self._resolve(ev.values, node.args)
+            kwargs = self._resolve(ev.values, node.kwargs)
+            t = self._call(node, rule.jvp, ctx, args, kwargs, out, targs, tkwargs)
+            if isinstance(t, tuple):
+                for j, tj in enumerate(t):
+                    if tj is not None:
+                        tans[Ref("node", node.index, j)] = np.asarray(tj, dtype=object)
+            elif t is not None:
+                tans[Ref("node", node.index, 0)] = np.asarray(t, dtype=object)
+        return tans
+
+    def disc_rows(self, ev: Evaluation, tans: dict, node_index: int, disc: Disc, B: int):
+        """Tangent rows (len, B) of a node's discriminants: d(disc)/d(direction)."""
+        node = self.trace.nodes[node_index]
+        leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                  if isinstance(v, Ref) or _is_tensor_like(v)]
+        length = disc.values.size
+        rows = zeros((B, length))
+        if disc.a is not None:
+            ta = tans.get(leaves[disc.a]) if isinstance(leaves[disc.a], Ref) else None
+            if ta is not None:
+                rows = rows + ta.reshape(B, -1)[:, disc.idx_a]
+        if disc.b is not None:
+            tb = tans.get(leaves[disc.b]) if isinstance(leaves[disc.b], Ref) else None
+            if tb is not None:
+                rows = rows - tb.reshape(B, -1)[:, disc.idx_b]
+        if disc.negate:
+            rows = -rows
+        return np.asarray(rows, dtype=object).T
+
+    def output_jacobian(self, ev: Evaluation, tans: dict, B: int):
+        """The exact Jacobian (m, B) of the flattened float outputs."""
+        rows = []
+        for ref, t in zip(self.trace.outputs, self.trace.out_tensors):
+            if ref is None or t is None or not t.is_floating_point():
+                continue
+            size = int(np.prod(t.shape, dtype=np.int64))
+            tan = tans.get(ref)
+            if tan is None:
+                rows.append(zeros((size, B)))
+            else:
+                rows.append(np.asarray(tan.reshape(B, size).T, dtype=object))
+        return np.concatenate(rows, axis=0) if rows else zeros((0, B))
+
+    def output_values(self, ev: Evaluation):
+        vals = []
+        for ref, t in zip(self.trace.outputs, self.trace.out_tensors):
+            if ref is None or t is None or not t.is_floating_point():
+                continue
+            v = self._consts[ref.index] if ref.kind == "const" else ev.values[ref]
+            vals.append(np.asarray(v, dtype=object).ravel())
+        return np.concatenate(vals) if vals else np.empty(0, dtype=object)
+
+    # ---------------------------------------------------------------- pattern
+    def pattern(self, ev: Evaluation) -> Pattern:
+        entries = []
+        for node, d in zip(self.trace.nodes, ev.discs):
+            if not d:
+                continue
+            counts: dict = {}
+            ties = []
+            kind = d[0].label
+            for disc in d:
+                s = disc.signs()
+                if disc.max_type:
+                    nt = int((s == 0).sum())
+                    groups = np.unique(disc.group[s == 0])
+                    counts["tied windows"] = counts.get("tied windows", 0) + int(groups.size)
+                    counts["tie"] = counts.get("tie", 0) + nt
+                    counts["windows"] = counts.get("windows", 0) + int(np.unique(disc.group).size) if disc.group.size else counts.get("windows", 0)
+                    for g in groups[:3]:
+                        members = disc.idx_a[(disc.group == g) & (s == 0)]
+                        win = disc.idx_b[(disc.group == g)][0]
+                        ties.append(f"window {int(g)}: entries {sorted({int(win), *map(int, members)})}")
+                else:
+                    for name, val in (("<", -1), ("tie", 0), (">", 1)):
+                        c = int((s == val).sum())
+                        if c:
+                            key = f"{disc.label} {name}" if disc.label in ("lo", "hi") else name
+                            counts[key] = counts.get(key, 0) + c
+                    if disc.label in ("lo", "hi"):
+                        counts["tie"] = counts.get("tie", 0) + int((s == 0).sum())
+                    for i in np.nonzero(s == 0)[0][:3]:
+                        ties.append(f"element {int(disc.group[i])} ({disc.label} = 0)" if disc.label not in ("cmp",)
+                                    else f"element {int(disc.group[i])} (operands equal)")
+            entries.append(PatternEntry(node.index, node.label, node.where, kind, counts, ties[:3], node.branch))
+        return Pattern(entries)
+
+    @staticmethod
+    def signature(ev: Evaluation):
+        """A hashable summary of the exact pattern: every discriminant's sign."""
+        sig = []
+        for d in ev.discs:
+            sig.append(tuple(bytes(disc.signs().tobytes()) for disc in d))
+        return tuple(sig)
+
+
+def _is_tensor_like(v):
+    return isinstance(v, np.ndarray)
+
+
+def case_keys(disc: Disc):
+    """Comparable case of every element of a discriminant set.
+
+    For window (max-type) discriminants the case is the tie set of each window,
+    which does not depend on which tied entry was taken as the winner.
+    """
+    s = disc.signs()
+    if not disc.max_type:
+        return list(zip(disc.group.tolist(), s.tolist()))
+    sets: dict = {}
+    for g, ia, ib, sg in zip(disc.group.tolist(), disc.idx_a.tolist(), disc.idx_b.tolist(), s.tolist()):
+        st = sets.setdefault(g, {ib})
+        if sg == 0:
+            st.add(ia)
+    return sorted((g, tuple(sorted(v))) for g, v in sets.items())

@@ -1,0 +1,134 @@
+"""The registry of ATen ops that mtcheck models exactly.
+
+One place per op: each rule gives the op's exact forward, its forward-mode
+derivative with the pattern fixed (``jvp``), and, for nonsmooth ops, its
+*discriminants*: the exact quantities whose signs are the op's case (relu:
+the input; a max window: each entry minus the winner; clamp: the input minus
+each bound; a comparison: the difference of its operands).
+
+To add an op, write a :class:`Rule` in one of the modules of this package and
+decorate it with :func:`register`; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+_RULES: dict[str, "Rule"] = {}
+
+
+class NotModelled(Exception):
+    """Raised by a rule for a variant of its op that has no exact model (the model
+    turns it into an :class:`~mtcheck.errors.UnsupportedOpError` naming the call site)."""
+
+
+class NotLipschitz(Exception):
+    """Raised by a rule for a use of its op that is discontinuous (outside the theory)."""
+
+_REJECT: dict[str, tuple[str, str]] = {}   # op name -> (kind, why)
+
+
+@dataclass
+class Disc:
+    """Discriminants of one nonsmooth node.
+
+    ``values[i] = s * (A[idx_a[i]] - (B[idx_b[i]] if b is not None else const[i]))`` where
+    ``A``/``B`` are the node's tensor arguments number ``a``/``b`` (flattened) and
+    ``s = -1`` when ``negate`` is set, else 1. ``a`` is None for a discriminant
+    that does not depend on any argument (a constant).
+    The sign of each value is the case; a zero is a tie. ``max_type`` marks
+    discriminants that are never positive (entries of a window minus its winner).
+    ``group[i]`` is the output element the discriminant belongs to, ``label`` a
+    word for reports (``relu``, ``window``, ``lo``, ``hi``, ``cmp``).
+    """
+
+    label: str
+    a: int
+    idx_a: np.ndarray
+    b: int | None
+    idx_b: np.ndarray | None
+    const: Any
+    values: np.ndarray
+    group: np.ndarray
+    max_type: bool = False
+    negate: bool = False   # the discriminant is -(A - B): its row is negated
+    branch: bool = False   # set by the model: the result feeds Python control flow
+
+    def signs(self) -> np.ndarray:
+        from .._exact import sign
+
+        return sign(self.values)
+
+
+@dataclass
+class Ctx:
+    """Per-node, per-evaluation scratch space handed to a rule."""
+
+    op: str
+    dtype: Any = None              # torch dtype of the node's (first float) output
+    recorded: Any = None           # the framework's float outputs at trace time (torch tensors)
+    aux: dict = field(default_factory=dict)
+
+
+class Rule:
+    """How one ATen op is modelled exactly. Override what applies."""
+
+    names: tuple[str, ...] = ()
+    nonsmooth = False
+
+    def forward(self, ctx: Ctx, args: tuple, kwargs: dict):   # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jvp(self, ctx: Ctx, args: tuple, kwargs: dict, out, targs: tuple, tkwargs: dict):
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def discs(self, ctx: Ctx, args: tuple, kwargs: dict, out) -> list[Disc]:
+        return []
+
+
+def register(*names: str) -> Callable[[type], type]:
+    def deco(cls):
+        inst = cls()
+        inst.names = names
+        for n in names:
+            if n in _RULES:
+                raise RuntimeError(f"two rules for {n}")
+            _RULES[n] = inst
+        return cls
+
+    return deco
+
+
+def reject(kind: str, why: str, *names: str) -> None:
+    for n in names:
+        _REJECT[n] = (kind, why)
+
+
+def lookup(name: str) -> Rule | None:
+    _load()
+    return _RULES.get(name)
+
+
+def rejection(name: str):
+    _load()
+    return _REJECT.get(name)
+
+
+def supported_ops() -> list[str]:
+    """Names of every ATen op with an exact model."""
+    _load()
+    return sorted(_RULES)
+
+
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from . import arith, index, linalg, nonsmooth, pooling, reject as _rej  # noqa: F401

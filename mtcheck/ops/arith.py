@@ -1,0 +1,360 @@
+"""Smooth arithmetic: add/sub/mul/div, reductions, dtype casts, where, batch_norm in eval."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import NotLipschitz, NotModelled, Rule, register
+from .._exact import Q0, Q1, as_exact, from_tensor, q
+from ._util import add_t, bcast_tangent, exact_scalar, scale_t, shape_of
+
+
+def _is_float_out(ctx):
+    return ctx.dtype is not None and ctx.dtype.is_floating_point
+
+
+def _lift(v, ctx):
+    """An operand as an exact object array (floats) or a scalar fmpq."""
+    if isinstance(v, np.ndarray):
+        return v if v.dtype == object else as_exact(v)
+    return exact_scalar(v, ctx.dtype)
+
+
+def _raw(v):
+    return v
+
+
+def _t(targs, i):
+    return targs[i] if i < len(targs) else None
+
+
+class _Binary(Rule):
+    """Elementwise binary op on (tensor|scalar, tensor|scalar), numpy broadcasting."""
+
+    def operands(self, ctx, args, kwargs):
+        a, b = args[0], args[1]
+        return a, b
+
+    def forward(self, ctx, args, kwargs):
+        a, b = self.operands(ctx, args, kwargs)
+        if not _is_float_out(ctx):
+            return np.asarray(self.int_op(np.asarray(a), np.asarray(b), kwargs))
+        return np.asarray(self.op(_lift(a, ctx), _lift(b, ctx), kwargs), dtype=object)
+
+    def int_op(self, a, b, kwargs):
+        return self.op(a, b, kwargs)
+
+
+def _shape(v):
+    return shape_of(v) if isinstance(v, np.ndarray) else ()
+
+
+@register("aten.add.Tensor", "aten.add.Scalar", "aten.add_.Tensor", "aten.add_.Scalar")
+class Add(_Binary):
+    def op(self, a, b, kwargs):
+        alpha = kwargs.get("alpha", 1)
+        return a + b * (q(alpha) if not isinstance(b, np.ndarray) or b.dtype == object else alpha)
+
+    def int_op(self, a, b, kwargs):
+        return a + b * kwargs.get("alpha", 1)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        alpha = exact_scalar(kwargs.get("alpha", 1), ctx.dtype)
+        ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
+        tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        return add_t(ta, scale_t(tb, alpha) if alpha != Q1 else tb)
+
+
+@register("aten.sub.Tensor", "aten.sub.Scalar", "aten.sub_.Tensor", "aten.sub_.Scalar")
+class Sub(Add):
+    def op(self, a, b, kwargs):
+        return super().op(a, -b, kwargs)
+
+    def int_op(self, a, b, kwargs):
+        return a - b * kwargs.get("alpha", 1)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        alpha = exact_scalar(kwargs.get("alpha", 1), ctx.dtype)
+        ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
+        tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        return add_t(ta, scale_t(tb, -alpha))
+
+
+@register("aten.rsub.Tensor", "aten.rsub.Scalar")
+class RSub(Rule):
+    def forward(self, ctx, args, kwargs):
+        return Sub().forward(ctx, (args[1], args[0]), kwargs)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return Sub().jvp(ctx, (args[1], args[0]), kwargs, out, (_t(targs, 1), _t(targs, 0)), tkwargs)
+
+
+@register("aten.neg.default", "aten.neg_.default")
+class Neg(Rule):
+    def forward(self, ctx, args, kwargs):
+        return -args[0]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return scale_t(targs[0], -1)
+
+
+@register("aten.positive.default")
+class Positive(Rule):
+    def forward(self, ctx, args, kwargs):
+        return args[0]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return targs[0]
+
+
+@register("aten.mul.Tensor", "aten.mul.Scalar", "aten.mul_.Tensor", "aten.mul_.Scalar")
+class Mul(_Binary):
+    def op(self, a, b, kwargs):
+        return a * b
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a, b = _lift(args[0], ctx), _lift(args[1], ctx)
+        ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
+        tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        return add_t(None if ta is None else ta * b, None if tb is None else tb * a)
+
+
+@register("aten.div.Tensor", "aten.div.Scalar", "aten.div_.Tensor", "aten.div_.Scalar")
+class Div(_Binary):
+    def op(self, a, b, kwargs):
+        if isinstance(b, np.ndarray):
+            if (b == 0).any():
+                raise ZeroDivisionError("division by an exact zero")
+            return a * np.vectorize(lambda v: Q1 / v, otypes=[object])(b) if b.size else a * b
+        if b == 0:
+            raise ZeroDivisionError("division by an exact zero")
+        return a * (Q1 / b)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a, b = _lift(args[0], ctx), _lift(args[1], ctx)
+        ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
+        tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        inv = self.op(Q1, b, {}) if not isinstance(b, np.ndarray) else self.op(np.ones_like(b) * Q1, b, {})
+        res = None if ta is None else ta * inv
+        if tb is not None:
+            res = add_t(res, -(tb * (out * inv)))
+        return res
+
+
+def _dims(dim, ndim):
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        return tuple(range(ndim))
+    if isinstance(dim, int):
+        dim = [dim]
+    return tuple(sorted(d % ndim if ndim else 0 for d in dim))
+
+
+def _reduce_sum(x, dims, keepdim):
+    if x.ndim == 0:
+        return x
+    s = np.sum(x, axis=dims, keepdims=keepdim) if dims else x
+    s = np.asarray(s, dtype=object)
+    if s.ndim == 0 and not isinstance(s.item(), type(Q0)):
+        s = np.asarray(q(s.item()), dtype=object)
+    return s
+
+
+@register("aten.sum.default", "aten.sum.dim_IntList")
+class Sum(Rule):
+    def _params(self, args, kwargs):
+        x = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        return x, _dims(dim, x.ndim), keep
+
+    def forward(self, ctx, args, kwargs):
+        x, dims, keep = self._params(args, kwargs)
+        if x.dtype != object:
+            return np.asarray(np.sum(x, axis=dims, keepdims=keep))
+        s = _reduce_sum(x, dims, keep)
+        c = self.scale(x, dims)
+        return s * c if c != Q1 else s
+
+    def scale(self, x, dims):
+        return Q1
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        x, dims, keep = self._params(args, kwargs)
+        t = targs[0]
+        if x.ndim == 0:
+            return t
+        tdims = tuple(d + 1 for d in dims)
+        s = np.asarray(np.sum(t, axis=tdims, keepdims=keep), dtype=object)
+        c = self.scale(x, dims)
+        return s * c if c != Q1 else s
+
+
+@register("aten.mean.default", "aten.mean.dim")
+class Mean(Sum):
+    def scale(self, x, dims):
+        n = 1
+        for d in dims:
+            n *= x.shape[d]
+        return q(1) / n if n else Q1
+
+
+@register("aten.cumsum.default")
+class CumSum(Rule):
+    def forward(self, ctx, args, kwargs):
+        x, dim = args[0], args[1]
+        return np.cumsum(x, axis=dim % max(x.ndim, 1)) if x.ndim else x
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        x, dim = args[0], args[1]
+        return np.cumsum(targs[0], axis=dim % max(x.ndim, 1) + 1) if x.ndim else targs[0]
+
+
+@register("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.out")
+class ToCopy(Rule):
+    """A dtype/device copy. Exact semantics keep the value; the exactness check sees any rounding."""
+
+    def forward(self, ctx, args, kwargs):
+        x = args[0]
+        if _is_float_out(ctx):
+            return x if x.dtype == object else as_exact(x)
+        if x.dtype == object:
+            # float -> integer truncates: discontinuous, handled by the model as a rejection
+            raise NotLipschitz("a float-to-integer conversion truncates (a step function)")
+        return x.astype(bool) if ctx.dtype.__repr__() == "torch.bool" else x.astype(np.int64)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return targs[0]
+
+
+
+@register("aten.detach.default", "aten.detach_.default")
+class Detach(Rule):
+    """Stop-gradient: same value, zero derivative."""
+
+    def forward(self, ctx, args, kwargs):
+        return args[0]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return None
+
+
+@register("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
+class Where(Rule):
+    def forward(self, ctx, args, kwargs):
+        cond, a, b = args[0], args[1], args[2]
+        if _is_float_out(ctx):
+            a, b = _lift(a, ctx), _lift(b, ctx)
+        return np.asarray(np.where(cond, a, b), dtype=object if _is_float_out(ctx) else None)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        cond = np.broadcast_to(args[0], out.shape)
+        ta = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        tb = bcast_tangent(_t(targs, 2), _shape(args[2]), out.shape)
+        if ta is None and tb is None:
+            return None
+        B = (ta if ta is not None else tb).shape[0]
+        z = np.asarray(Q0, dtype=object)
+        return np.where(cond[None], ta if ta is not None else z, tb if tb is not None else z)
+
+
+@register("aten.masked_fill.Scalar", "aten.masked_fill_.Scalar", "aten.masked_fill.Tensor",
+          "aten.masked_fill_.Tensor")
+class MaskedFill(Rule):
+    def forward(self, ctx, args, kwargs):
+        x, mask, val = args[0], args[1], args[2]
+        v = _lift(val, ctx)
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v.item()
+        return np.asarray(np.where(mask, v, x), dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        mask = np.broadcast_to(args[1], out.shape)
+        t = targs[0]
+        tv = bcast_tangent(_t(targs, 2), _shape(args[2]), out.shape) if isinstance(args[2], np.ndarray) else None
+        z = np.asarray(Q0, dtype=object)
+        if t is None and tv is None:
+            return None
+        return np.where(mask[None], tv if tv is not None else z, t if t is not None else z)
+
+
+@register("aten.pow.Tensor_Scalar", "aten.square.default")
+class PowInt(Rule):
+    """Integer powers are polynomials, so their values stay rational."""
+
+    def _exp(self, ctx, args):
+        e = 2 if ctx.op.startswith("aten.square") else args[1]
+        if float(e) != int(e) or int(e) < 0:
+            raise NotModelled(f"pow with exponent {e!r}: only non-negative integer powers have rational values")
+        return int(e)
+
+    def forward(self, ctx, args, kwargs):
+        e = self._exp(ctx, args)
+        x = args[0]
+        return np.asarray(np.vectorize(lambda v: v ** e, otypes=[object])(x) if x.size else x, dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        e = self._exp(ctx, args)
+        x = args[0]
+        if e == 0:
+            return None
+        d = np.vectorize(lambda v: e * v ** (e - 1), otypes=[object])(x) if x.size else x
+        return targs[0] * d
+
+
+
+def _bn(ctx, x, weight, bias, mean, var, eps):
+    """Eval batch norm as PyTorch's CPU kernel computes it: y = x * alpha + beta with
+    alpha = weight / sqrt(var + eps) and beta = bias - mean * alpha, the square root
+    taken in float64 (it is irrational in general; the report notes it)."""
+    import torch
+
+    C = x.shape[1]
+    v = torch.from_numpy(np.array([float(a) for a in var.ravel()], dtype=np.float64))
+    inv = 1.0 / torch.sqrt(v + float(eps))
+    inv_e = from_tensor(inv)
+    w = weight if weight is not None else np.full(C, Q1, dtype=object)
+    b = bias if bias is not None else np.full(C, Q0, dtype=object)
+    alpha = np.asarray(w * inv_e, dtype=object)
+    beta = np.asarray(b - mean * alpha, dtype=object)
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    ctx.aux["alpha"] = alpha.reshape(shape)
+    ctx.aux["note"] = "batch_norm: 1/sqrt(running_var + eps) taken as its float64 value"
+    return x * ctx.aux["alpha"] + beta.reshape(shape)
+
+
+@register("aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
+          "aten._native_batch_norm_legit.default", "aten.batch_norm.default",
+          "aten._batch_norm_impl_index.default")
+class BatchNormEval(Rule):
+    def _unpack(self, ctx, args, kwargs):
+        op = ctx.op
+        x, weight, bias, rmean, rvar = args[:5]
+        if op.startswith("aten._native_batch_norm_legit_no_training"):
+            training, eps = False, args[6]
+        elif op.startswith("aten._native_batch_norm_legit"):
+            training, eps = args[5], args[7]
+        else:
+            training, eps = args[5], args[7]
+        if training or rmean is None or rvar is None:
+            raise NotModelled("batch_norm in training mode (random batch statistics); call model.eval()")
+        return x, weight, bias, rmean, rvar, eps
+
+    def forward(self, ctx, args, kwargs):
+        x, w, b, m, v, eps = self._unpack(ctx, args, kwargs)
+        y = _bn(ctx, x, w, b, m, v, eps)
+        if ctx.op in ("aten.batch_norm.default",):
+            return y
+        empty = np.empty((0,), dtype=object)
+        if ctx.op.startswith("aten._batch_norm_impl_index"):
+            return (y, empty, empty, empty, np.zeros((), dtype=np.int64))
+        return (y, empty, empty)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        if any(t is not None for t in targs[1:]):
+            raise NotModelled("batch_norm whose weights depend on the input")
+        t = targs[0] * ctx.aux["alpha"] if targs[0] is not None else None
+        if isinstance(out, tuple):
+            return (t,) + (None,) * (len(out) - 1)
+        return t
+
+

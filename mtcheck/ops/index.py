@@ -1,0 +1,129 @@
+"""Pure data-movement ops (views, indexing, concatenation, padding).
+
+These ops only move elements. Each is modelled by an *index map*: the op is run
+once on integer index tensors (never on values, never through autograd), which
+says, for every output element, which input element it copies (or ``-1`` for a
+padding constant). The exact forward gathers exact values through the map and
+the derivative gathers tangents through the same map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import Rule, register
+from .._exact import Q0, q
+from ._util import zeros_t
+
+_INDEX_OPS = (
+    "aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.alias.default",
+    "aten.expand.default", "aten.permute.default", "aten.transpose.int", "aten.t.default",
+    "aten.squeeze.default", "aten.squeeze.dim", "aten.squeeze.dims", "aten.unsqueeze.default",
+    "aten.squeeze_.dim", "aten.squeeze_.default", "aten.squeeze_.dims", "aten.unsqueeze_.default",
+    "aten.t_.default", "aten.transpose_.default",
+    "aten.select.int", "aten.slice.Tensor", "aten.narrow.default", "aten.split.Tensor",
+    "aten.split_with_sizes.default", "aten.unbind.int", "aten.chunk.default", "aten.cat.default",
+    "aten.stack.default", "aten.flip.default", "aten.roll.default", "aten.repeat.default",
+    "aten.index_select.default", "aten.gather.default", "aten.index.Tensor", "aten.clone.default",
+    "aten.contiguous.default", "aten.movedim.int", "aten.diagonal.default", "aten.unfold.default",
+    "aten.as_strided.default", "aten.take.default", "aten.tile.default", "aten.expand_copy.default",
+    "aten.view_copy.default", "aten.permute_copy.default", "aten.unsqueeze_copy.default",
+    "aten.squeeze_copy.dim", "aten.select_copy.int", "aten.slice_copy.Tensor",
+    "aten.transpose_copy.int", "aten.t_copy.default", "aten.lift_fresh.default",
+    "aten.lift_fresh_copy.default", "aten.constant_pad_nd.default", "aten.masked_select.default",
+    "aten.flatten.using_ints", "aten.unflatten.int", "aten.swapaxes.default", "aten.pixel_shuffle.default",
+    "aten.pixel_unshuffle.default", "aten.channel_shuffle.default",
+)
+
+
+def _index_maps(ctx, args, kwargs):
+    """Run the op on index tensors; returns (list of output index arrays, total input size)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    func = ctx.aux["func"]
+    offset = [0]
+
+    def to_index(v):
+        if isinstance(v, np.ndarray):
+            if v.dtype == object:
+                n = v.size
+                t = torch.arange(offset[0], offset[0] + n, dtype=torch.int64).reshape(v.shape)
+                offset[0] += n
+                return t
+            return torch.from_numpy(np.ascontiguousarray(v))
+        return v
+
+    iargs = pytree.tree_map(to_index, args)
+    ikwargs = pytree.tree_map(to_index, kwargs)
+    if func.__name__.startswith("constant_pad_nd"):
+        iargs = list(iargs)
+        if len(iargs) > 2:
+            iargs[2] = -1
+        ikwargs.pop("value", None)
+        out = func(iargs[0], iargs[1], -1)
+    else:
+        out = func(*iargs, **ikwargs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.numpy().copy() for o in outs], offset[0], isinstance(out, (tuple, list))
+
+
+def _flat_values(args):
+    from ._util import tensor_leaves
+
+    leaves = [v for v in tensor_leaves(args) if v.dtype == object]
+    if not leaves:
+        return np.empty(0, dtype=object)
+    return np.concatenate([v.ravel() for v in leaves])
+
+
+@register(*_INDEX_OPS)
+class IndexMap(Rule):
+    def forward(self, ctx, args, kwargs):
+        maps, _, is_tuple = _index_maps(ctx, args, kwargs)
+        flat = _flat_values(args)
+        pad = q(args[2]) if ctx.op.startswith("aten.constant_pad_nd") and len(args) > 2 else Q0
+        if ctx.op.startswith("aten.constant_pad_nd") and "value" in kwargs:
+            pad = q(kwargs["value"])
+        ctx.aux["maps"] = maps
+        outs = []
+        for m in maps:
+            safe = np.where(m >= 0, m, 0)
+            o = flat[safe.ravel()].reshape(m.shape) if flat.size else np.empty(m.shape, dtype=object)
+            if (m < 0).any():
+                o = np.where(m < 0, pad, o)
+            outs.append(o)
+        return tuple(outs) if is_tuple else outs[0]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        from ._util import tensor_leaves
+
+        vals = [v for v in tensor_leaves(args) if v.dtype == object]
+        tans = [t for v, t in zip(tensor_leaves(args), _tangent_leaves(args, targs)) if v.dtype == object]
+        B = next(t.shape[0] for t in tans if t is not None)
+        flat_t = np.concatenate(
+            [(t if t is not None else zeros_t(B, v.shape)).reshape(B, -1) for v, t in zip(vals, tans)], axis=1)
+        res = []
+        for m in ctx.aux["maps"]:
+            safe = np.where(m >= 0, m, 0).ravel()
+            o = flat_t[:, safe]
+            if (m < 0).any():
+                o = np.where((m < 0).ravel()[None, :], Q0, o)
+            res.append(o.reshape((B,) + m.shape))
+        return tuple(res) if isinstance(out, tuple) else res[0]
+
+
+def _tangent_leaves(args, targs):
+    """Tangents aligned with tensor_leaves(args) (None where absent)."""
+    out = []
+
+    def walk(a, t):
+        if isinstance(a, np.ndarray):
+            out.append(t)
+        elif isinstance(a, (list, tuple)):
+            ts = t if isinstance(t, (list, tuple)) else [None] * len(a)
+            for x, y in zip(a, ts):
+                walk(x, y)
+
+    walk(args, targs)
+    return out

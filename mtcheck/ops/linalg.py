@@ -1,0 +1,179 @@
+"""Matrix products and convolution (exact, through FLINT)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import NotModelled, Rule, register
+from .._exact import Q0, as_exact, matmul, q, zeros
+from ._util import add_t, exact_scalar
+from ._windows import sliding
+
+
+def _obj(v):
+    return v if v.dtype == object else as_exact(v)
+
+
+def _tmatmul_left(ta, b):
+    """(B, ..., M, K) @ b  ->  (B, ..., M, N)."""
+    return matmul(ta, b)
+
+
+def _tmatmul_right(a, tb):
+    """a @ (B, ..., K, N) -> (B, ..., M, N) for a 2-D (or broadcastable) a."""
+    B = tb.shape[0]
+    if a.ndim == 2 and tb.ndim == 3:
+        K, N = tb.shape[1:]
+        flat = tb.transpose(1, 0, 2).reshape(K, B * N)
+        return matmul(a, flat).reshape(a.shape[0], B, N).transpose(1, 0, 2)
+    if a.ndim == 1 and tb.ndim == 2:        # dot: (K,) . (B, K)
+        return matmul(tb, a)
+    if a.ndim == 2 and tb.ndim == 2:        # mv: (M, K) @ (B, K)
+        return matmul(tb, a.T)
+    return matmul(a[None], tb)
+
+
+def _prod_jvp(a, b, ta, tb):
+    res = None
+    if ta is not None:
+        res = _tmatmul_left(ta, b)
+    if tb is not None:
+        res = add_t(res, _tmatmul_right(a, tb))
+    return res
+
+
+@register("aten.mm.default", "aten.bmm.default", "aten.mv.default", "aten.dot.default", "aten.matmul.default",
+          "aten.vdot.default")
+class MatMul(Rule):
+    def forward(self, ctx, args, kwargs):
+        return matmul(_obj(args[0]), _obj(args[1]))
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a, b = _obj(args[0]), _obj(args[1])
+        ta, tb = targs[0], targs[1] if len(targs) > 1 else None
+        if ctx.op.startswith("aten.dot") or ctx.op.startswith("aten.vdot"):
+            res = None
+            if ta is not None:
+                res = matmul(ta, b)
+            if tb is not None:
+                res = add_t(res, matmul(tb, a))
+            return res
+        if ctx.op.startswith("aten.mv"):
+            res = None
+            if ta is not None:
+                res = matmul(ta, b)
+            if tb is not None:
+                res = add_t(res, matmul(tb, a.T))
+            return res
+        return _prod_jvp(a, b, ta, tb)
+
+
+@register("aten.addmm.default", "aten.addmv.default", "aten.baddbmm.default", "aten.addbmm.default")
+class AddMM(Rule):
+    def _ab(self, ctx, kwargs):
+        return exact_scalar(kwargs.get("beta", 1), ctx.dtype), exact_scalar(kwargs.get("alpha", 1), ctx.dtype)
+
+    def forward(self, ctx, args, kwargs):
+        c, a, b = _obj(args[0]), _obj(args[1]), _obj(args[2])
+        beta, alpha = self._ab(ctx, kwargs)
+        p = matmul(a, b)
+        if ctx.op.startswith("aten.addbmm"):
+            p = p.sum(axis=0)
+        return np.asarray(c * beta + p * alpha, dtype=object) if beta != 0 else np.asarray(p * alpha, dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        c, a, b = _obj(args[0]), _obj(args[1]), _obj(args[2])
+        beta, alpha = self._ab(ctx, kwargs)
+        tc, ta, tb = (list(targs) + [None] * 3)[:3]
+        if ctx.op.startswith("aten.addmv"):
+            p = None
+            if ta is not None:
+                p = matmul(ta, b)
+            if tb is not None:
+                p = add_t(p, matmul(tb, a.T))
+        else:
+            p = _prod_jvp(a, b, ta, tb)
+            if p is not None and ctx.op.startswith("aten.addbmm"):
+                p = p.sum(axis=1)
+        res = None if p is None else p * alpha
+        if tc is not None and beta != 0:
+            B = tc.shape[0]
+            res = add_t(res, np.broadcast_to(tc.reshape((B,) + (1,) * (out.ndim - c.ndim) + c.shape),
+                                             (B,) + out.shape) * beta)
+        return res
+
+
+def _conv(x, w, stride, padding, dilation, groups, bias=None):
+    """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k)."""
+    nsp = w.ndim - 2
+    N, C = x.shape[:2]
+    sp = x.shape[2:]
+    OC, Cg = w.shape[:2]
+    ks = w.shape[2:]
+    if isinstance(padding, str):
+        raise NotModelled(f"padding={padding!r}")
+    out_sp, idx = sliding(sp, ks, stride, padding, dilation)
+    O, K = idx.reshape(-1, idx.shape[-1]).shape
+    S = int(np.prod(sp, dtype=np.int64))
+    x2 = x.reshape(N, C, S)
+    flat = idx.reshape(O, K)
+    cols = x2[:, :, np.where(flat >= 0, flat, 0)]                      # (N, C, O, K)
+    if (flat < 0).any():
+        cols = np.where((flat < 0)[None, None], Q0, cols)
+    G = groups
+    OCg = OC // G
+    cols = cols.reshape(N, G, Cg, O, K).transpose(1, 0, 3, 2, 4).reshape(G, N * O, Cg * K)
+    wm = w.reshape(G, OCg, Cg * K)
+    out = zeros((N, OC, O))
+    for g in range(G):
+        r = matmul(np.ascontiguousarray(cols[g]), np.ascontiguousarray(wm[g].T))   # (N*O, OCg)
+        out[:, g * OCg:(g + 1) * OCg, :] = r.reshape(N, O, OCg).transpose(0, 2, 1)
+    if bias is not None:
+        out = out + bias.reshape(1, OC, 1)
+    return np.asarray(out, dtype=object).reshape((N, OC) + tuple(out_sp))
+
+
+@register("aten.convolution.default", "aten._convolution.default", "aten.conv1d.default",
+          "aten.conv2d.default", "aten.conv3d.default")
+class Convolution(Rule):
+    def _params(self, ctx, args, kwargs):
+        x, w, b = args[0], args[1], args[2] if len(args) > 2 else None
+        if ctx.op.startswith("aten.conv") and not ctx.op.startswith("aten.convolution"):
+            stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
+            transposed = False
+        else:
+            stride, padding, dilation, transposed, _, groups = args[3:9]
+        if transposed:
+            raise NotModelled("transposed convolution")
+        return x, w, b, stride, padding, dilation, groups
+
+    def forward(self, ctx, args, kwargs):
+        x, w, b, stride, padding, dilation, groups = self._params(ctx, args, kwargs)
+        unbatched = x.ndim == w.ndim - 1
+        xx = _obj(x)[None] if unbatched else _obj(x)
+        out = _conv(xx, _obj(w), stride, padding, dilation, groups, None if b is None else _obj(b))
+        return out[0] if unbatched else out
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        x, w, b, stride, padding, dilation, groups = self._params(ctx, args, kwargs)
+        tx, tw, tb = (list(targs) + [None] * 3)[:3]
+        unbatched = x.ndim == w.ndim - 1
+        res = None
+        if tx is not None:
+            B = tx.shape[0]
+            xs = tx.reshape((B,) + ((1,) if unbatched else ()) + x.shape)
+            folded = xs.reshape((-1,) + xs.shape[2:])
+            r = _conv(folded, _obj(w), stride, padding, dilation, groups)
+            res = r.reshape((B,) + out.shape)
+        if tw is not None:
+            B = tw.shape[0]
+            xx = _obj(x)[None] if unbatched else _obj(x)
+            parts = [(_conv(xx, tw[i], stride, padding, dilation, groups)) for i in range(B)]
+            r = np.stack([p[0] if unbatched else p for p in parts])
+            res = add_t(res, r)
+        if tb is not None:
+            B = tb.shape[0]
+            oc = out.shape[1 if not unbatched else 0]
+            shape = (B, 1, oc) + (1,) * (out.ndim - 2) if not unbatched else (B, oc) + (1,) * (out.ndim - 1)
+            res = add_t(res, np.broadcast_to(tb.reshape(shape), (B,) + out.shape))
+        return res

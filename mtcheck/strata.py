@@ -1,0 +1,124 @@
+"""Strata: the constraints of a pattern, its tangent space, and the z3 queries.
+
+The stratum of ``x`` is ``{y : A y = A x, C y < d}``. Equalities are solved
+exactly first (FLINT nullspace): the tangent space is ``null(A)``. z3 is used,
+deterministically (fixed seed, a work limit ``rlimit``), for membership, for
+the cones of neighbouring full-dimensional strata, and for Clarke hulls. An
+``unknown`` answer is returned as ``None``, never as a yes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import z3
+
+from ._exact import q
+
+
+@dataclass
+class SolverLimits:
+    rlimit: int = 5_000_000      # z3 resource units: the same answer on any machine
+    timeout_ms: int = 20_000     # wall-clock guard on top of rlimit
+    seed: int = 0
+
+
+def make_solver(lim: SolverLimits) -> z3.Solver:
+    z3.set_param("smt.random_seed", lim.seed)
+    z3.set_param("sat.random_seed", lim.seed)
+    s = z3.SolverFor("QF_LRA")
+    s.set("rlimit", int(lim.rlimit))
+    s.set("timeout", int(lim.timeout_ms))
+    s.set("random_seed", lim.seed)
+    return s
+
+
+def _rv(v):
+    v = q(v)
+    return z3.Q(int(v.p), int(v.q))
+
+
+def _lin(row, xs):
+    terms = [(_rv(c), x) for c, x in zip(row.tolist(), xs) if c != 0]
+    if not terms:
+        return z3.RealVal(0)
+    return z3.Sum([c * x for c, x in terms])
+
+
+@dataclass
+class Answer:
+    sat: bool | None
+    reason: str = ""
+    model: list | None = None
+
+
+def _check(s: z3.Solver, xs=None) -> Answer:
+    r = s.check()
+    if r == z3.sat:
+        mdl = None
+        if xs is not None:
+            m = s.model()
+            mdl = []
+            for x in xs:
+                v = m.eval(x, model_completion=True)
+                mdl.append(q(0) if not z3.is_rational_value(v) else
+                           __import__("flint").fmpq(v.numerator_as_long(), v.denominator_as_long()))
+        return Answer(True, model=mdl)
+    if r == z3.unsat:
+        return Answer(False)
+    return Answer(None, f"z3 answered unknown ({s.reason_unknown()})")
+
+
+def membership(x, tie_rows, tie_rhs, strict_vals, lim: SolverLimits) -> Answer:
+    """Does x lie in its stratum? ``tie_rows @ y = tie_rhs`` and every strict discriminant
+    keeps its sign. Decided by z3 with y fixed to x (a certificate check of the exact model)."""
+    n = len(x)
+    s = make_solver(lim)
+    ys = [z3.Real(f"y{i}") for i in range(n)]
+    used = set()
+    for r in tie_rows:
+        used.update(int(j) for j in np.nonzero(r != 0)[0])
+    for i in sorted(used):
+        s.add(ys[i] == _rv(x[i]))
+    for r, b in zip(tie_rows, tie_rhs):
+        s.add(_lin(r, ys) == _rv(b))
+    for v in strict_vals:
+        s.add(_rv(v) != 0)
+    return _check(s)
+
+
+def find_direction_outside(cones, n, lim: SolverLimits, start=None) -> Answer:
+    """A direction t strictly outside the closure of every cone (each a list of rows c
+    with the cone being {t : c.t > 0 for all c}). sat=False: the cones cover R^n."""
+    s = make_solver(lim)
+    ts = [z3.Real(f"t{i}") for i in range(n)]
+    for rows in cones:
+        if not rows:
+            return Answer(False)   # a cone with no constraint is everything
+        s.add(z3.Or([_lin(c, ts) <= -1 for c in rows]))
+    for i, t in enumerate(ts):
+        s.add(t <= 1 << 20, t >= -(1 << 20))
+    return _check(s, ts)
+
+
+def cone_nonempty(rows, n, lim: SolverLimits) -> Answer:
+    s = make_solver(lim)
+    ts = [z3.Real(f"t{i}") for i in range(n)]
+    for c in rows:
+        s.add(_lin(c, ts) >= 1)
+    return _check(s, ts)
+
+
+def in_convex_hull(points, target, lim: SolverLimits) -> Answer:
+    """Is ``target`` (length n, exact) a convex combination of ``points`` (k x n, exact)?"""
+    k = len(points)
+    s = make_solver(lim)
+    lam = [z3.Real(f"l{i}") for i in range(k)]
+    for l_ in lam:
+        s.add(l_ >= 0)
+    s.add(z3.Sum(lam) == 1 if k > 1 else lam[0] == 1)
+    n = len(target)
+    for j in range(n):
+        s.add(z3.Sum([_rv(points[i][j]) * lam[i] for i in range(k)]) == _rv(target[j]))
+    return _check(s)

@@ -1,0 +1,285 @@
+"""Tracing by execution: record the ATen ops that actually run.
+
+A :class:`torch.utils._python_dispatch.TorchDispatchMode` sees every ATen op
+below autograd, with the real tensors, in the order they run. Python control
+flow on tensor values (``if x[i] > res:``) shows up as a comparison op followed
+by ``_local_scalar_dense`` on its boolean result: the comparison becomes a node
+of the trace, and its outcome a case of the pattern like any other.
+
+Ops whose tensor arguments do not depend on the inputs are not recorded as
+nodes: their results are constants (weights, buffers, factory tensors), kept by
+value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import ops as _ops
+from .errors import OutsideTheoryError, UnsupportedOpError
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_PKG_DIR = os.path.dirname(__file__)
+_SKIP_DIRS = (_TORCH_DIR, _PKG_DIR, os.path.dirname(os.__file__))
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a tensor value comes from: ``('in', i)``, ``('const', i)`` or ``('node', i, out)``."""
+
+    kind: str
+    index: int
+    out: int = 0
+
+    def __repr__(self) -> str:
+        if self.kind == "node":
+            return f"%{self.index}" + (f".{self.out}" if self.out else "")
+        return f"{self.kind}{self.index}"
+
+
+@dataclass
+class Node:
+    index: int
+    op: str
+    func: Any
+    args: tuple
+    kwargs: dict
+    recorded: Any            # framework output(s): a tensor or a tuple of tensors (cloned)
+    where: str
+    stop_grad: bool = False  # ran under torch.no_grad(): the framework treats it as a constant
+    branch: bool = False     # its boolean result was read by Python control flow
+
+    @property
+    def label(self) -> str:
+        return f"{self.op.replace('aten.', '').replace('.default', '')}#{self.index}"
+
+
+@dataclass
+class Trace:
+    inputs: list             # the tensors the program was called with (leaves, requires_grad)
+    consts: list             # constant tensors (weights, buffers, factories)
+    nodes: list
+    outputs: list            # flat list of Refs (or None for a non-tensor output leaf)
+    out_tensors: list        # the framework's output tensors (graph attached)
+    out_spec: Any
+    branches: list = field(default_factory=list)   # (node index, recorded bool)
+
+    def has_branches(self) -> bool:
+        return bool(self.branches)
+
+
+def user_frame() -> str:
+    """The innermost stack frame outside torch, mtcheck and the standard library."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not fn.startswith(_SKIP_DIRS) and not fn.startswith("<frozen"):
+            return f"{os.path.relpath(fn) if not fn.startswith('<') else fn}:{f.f_lineno} in {f.f_code.co_name}"
+        f = f.f_back
+    return "<unknown>"
+
+
+def _storage_key(t: torch.Tensor):
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # pragma: no cover - tensors without storage
+        return None
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, inputs):
+        super().__init__()
+        self.map: dict[int, Ref] = {}
+        self.keep: list = []
+        self.consts: list = []
+        self.const_ids: dict[int, int] = {}
+        self.nodes: list[Node] = []
+        self.branches: list = []
+        self.stale: dict[int, str] = {}
+        self.storage: dict[Any, set] = {}
+        for i, t in enumerate(inputs):
+            self._bind(t, Ref("in", i))
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def _bind(self, t, ref):
+        self.map[id(t)] = ref
+        self.keep.append(t)
+        self.stale.pop(id(t), None)
+        k = _storage_key(t)
+        if k is not None:
+            self.storage.setdefault(k, set()).add(id(t))
+
+    def _const(self, t) -> Ref:
+        i = self.const_ids.get(id(t))
+        if i is None:
+            i = len(self.consts)
+            self.consts.append(t.detach().clone())
+            self.const_ids[id(t)] = i
+            self.keep.append(t)
+        return Ref("const", i)
+
+    def _dependent(self, ref) -> bool:
+        return isinstance(ref, Ref) and ref.kind != "const"
+
+    # -- the hook ----------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func)
+        for a in pytree.tree_leaves((args, kwargs)):
+            if isinstance(a, torch.Tensor) and id(a) in self.stale and id(a) in self.map:
+                raise UnsupportedOpError(
+                    name, user_frame(),
+                    f"it reads a tensor whose memory was changed in place through an alias ({self.stale[id(a)]})")
+        out = func(*args, **kwargs)
+
+        def ref_of(v):
+            if isinstance(v, torch.Tensor):
+                r = self.map.get(id(v))
+                return r if r is not None else self._const(v)
+            return v
+
+        rargs = pytree.tree_map(ref_of, args)
+        rkwargs = pytree.tree_map(ref_of, kwargs)
+        dependent = any(self._dependent(r) for r in pytree.tree_leaves((rargs, rkwargs)))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+
+        if name in ("aten._local_scalar_dense.default", "aten.item.default"):
+            if dependent:
+                src = rargs[0]
+                if args[0].dtype == torch.bool and src.kind == "node":
+                    self.nodes[src.index].branch = True
+                    self.branches.append((src.index, bool(out)))
+                else:
+                    raise UnsupportedOpError(
+                        name, user_frame(),
+                        "a value that depends on the input escapes to Python (.item(), float(), int() or "
+                        "indexing with a tensor); mtcheck can follow only comparisons used as conditions")
+            return out
+
+        if not dependent:
+            for o in outs:
+                if isinstance(o, torch.Tensor):
+                    self.map[id(o)] = self._const(o)
+                    self.keep.append(o)
+            return out
+
+        rej = _ops.rejection(name)
+        if rej is not None:
+            kind, why = rej
+            if kind == "outside":
+                raise OutsideTheoryError(name, user_frame(), why)
+            raise UnsupportedOpError(name, user_frame(), why)
+        rule = _ops.lookup(name)
+        if rule is None:
+            raise UnsupportedOpError(name, user_frame())
+
+        idx = len(self.nodes)
+        rec_outs = []
+        for o in outs:
+            if isinstance(o, torch.Tensor):
+                rec_outs.append(o.detach().clone())
+            else:
+                rec_outs.append(torch.tensor(o) if isinstance(o, (bool, int, float)) else o)
+        recorded = tuple(rec_outs) if isinstance(out, (tuple, list)) else rec_outs[0]
+        node = Node(idx, name, func, rargs, rkwargs, recorded, user_frame(),
+                    stop_grad=not torch.is_grad_enabled())
+        self.nodes.append(node)
+
+        mutated = func._schema.is_mutable
+        if mutated:
+            # in-place: the mutated tensor now holds the node's value; its aliases are stale
+            for i, a in enumerate(func._schema.arguments):
+                if a.alias_info is not None and a.alias_info.is_write and i < len(args):
+                    t = args[i]
+                    k = _storage_key(t)
+                    for other in self.storage.get(k, ()):
+                        if other != id(t):
+                            self.stale[other] = f"{name} at {node.where}"
+        if not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
+            # an op returning a Python bool (is_nonzero): a branch on the new node
+            node.branch = True
+            self.branches.append((idx, bool(out)))
+            return out
+        for j, o in enumerate(outs):
+            if isinstance(o, torch.Tensor):
+                self._bind(o, Ref("node", idx, j))
+        return out
+
+
+def prepare_inputs(inputs, wrt=None):
+    """Leaf copies of the inputs; returns (tensors, list of positions differentiated)."""
+    from .errors import CheckInputError, NonFiniteError
+
+    leaves = []
+    for i, x in enumerate(inputs):
+        if not isinstance(x, torch.Tensor):
+            raise CheckInputError(f"input {i} is a {type(x).__name__}, not a torch.Tensor")
+        if x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+            raise NonFiniteError(
+                f"input {i} holds a non-finite value ({x.detach().reshape(-1)[(~torch.isfinite(x)).reshape(-1)][0].item()}) "
+                f"at index {tuple(bad)}; gradients at NaN or inf have no meaning, so nothing was checked")
+        if x.numel() == 0:
+            raise CheckInputError(f"input {i} is empty (shape {tuple(x.shape)}); there is nothing to differentiate")
+    floats = [i for i, x in enumerate(inputs) if x.is_floating_point()]
+    if wrt is None:
+        marked = [i for i in floats if inputs[i].requires_grad]
+        wrt = marked or floats
+    else:
+        wrt = [wrt] if isinstance(wrt, int) else list(wrt)
+        for i in wrt:
+            if i >= len(inputs) or not inputs[i].is_floating_point():
+                raise CheckInputError(
+                    f"wrt names input {i}, which is not a floating-point tensor; only float inputs have gradients")
+    if not wrt:
+        raise CheckInputError("no floating-point input to differentiate with respect to")
+    for i in range(len(inputs)):
+        if i not in wrt and inputs[i].requires_grad:
+            pass
+    leaves = []
+    for i, x in enumerate(inputs):
+        t = x.detach().clone()
+        if i in wrt:
+            t.requires_grad_(True)
+        leaves.append(t)
+    return leaves, wrt
+
+
+def trace(fn, leaves) -> Trace:
+    """Call ``fn(*leaves)`` under the recorder; leaves come from :func:`prepare_inputs`."""
+    rec = _Recorder(leaves)
+    with torch.enable_grad():
+        with rec:
+            out = fn(*leaves)
+    flat, spec = pytree.tree_flatten(out)
+    refs, tensors = [], []
+    for o in flat:
+        if isinstance(o, torch.Tensor):
+            r = rec.map.get(id(o))
+            if r is None:
+                r = rec._const(o)
+            refs.append(r)
+            tensors.append(o)
+        else:
+            refs.append(None)
+            tensors.append(None)
+    for t in tensors:
+        if t is not None and t.is_floating_point() and t.numel() and not torch.isfinite(t).all():
+            from .errors import NonFiniteError
+
+            raise NonFiniteError("the program's output holds a non-finite value (a weight or an overflow); "
+                                 "nothing was checked")
+    for c in rec.consts:
+        if c.is_floating_point() and c.numel() and not torch.isfinite(c).all():
+            from .errors import NonFiniteError
+
+            raise NonFiniteError("a weight or constant of the program holds a non-finite value (NaN or inf); "
+                                 "nothing was checked")
+    return Trace(list(leaves), rec.consts, rec.nodes, refs, tensors, spec, rec.branches)

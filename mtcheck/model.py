@@ -207,7 +207,7 @@ class ExactModel:
             rec = node.recorded
             if isinstance(rec, tuple):
                 out = tuple(ev.values[Ref("node", node.index, j)] for j in range(len(rec)))
-            if not live or node.stop_grad:
+            if not live:
                 continue
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)

@@ -28,6 +28,8 @@ from .errors import OutsideTheoryError, UnsupportedOpError
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _PKG_DIR = os.path.dirname(__file__)
 _SKIP_DIRS = (_TORCH_DIR, _PKG_DIR, os.path.dirname(os.__file__))
+# mtcheck modules that hold *programs* (built-in models), whose lines are user lines
+_PROGRAM_FILES = tuple(os.path.join(_PKG_DIR, f) for f in ("zoo.py", "nets.py"))
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Node:
     kwargs: dict
     recorded: Any            # framework output(s): a tensor or a tuple of tensors (cloned)
     where: str
-    stop_grad: bool = False  # ran under torch.no_grad(): the framework treats it as a constant
+    grad_enabled: bool = True  # False inside torch.no_grad() or a custom Function's forward
     branch: bool = False     # its boolean result was read by Python control flow
 
     @property
@@ -75,12 +77,20 @@ class Trace:
         return bool(self.branches)
 
 
+# ops whose result depends on their argument's shape and dtype only, never its values
+_SHAPE_ONLY = frozenset({
+    "aten.empty_like.default", "aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default",
+    "aten.new_zeros.default", "aten.new_ones.default", "aten.new_empty.default", "aten.new_full.default",
+    "aten.empty_strided.default", "aten.new_empty_strided.default", "aten.sym_size.int", "aten.sym_numel.default",
+})
+
+
 def user_frame() -> str:
     """The innermost stack frame outside torch, mtcheck and the standard library."""
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_SKIP_DIRS) and not fn.startswith("<frozen"):
+        if (fn.startswith(_PROGRAM_FILES) or not fn.startswith(_SKIP_DIRS)) and not fn.startswith("<frozen"):
             return f"{os.path.relpath(fn) if not fn.startswith('<') else fn}:{f.f_lineno} in {f.f_code.co_name}"
         f = f.f_back
     return "<unknown>"
@@ -145,9 +155,13 @@ class _Recorder(TorchDispatchMode):
                 return r if r is not None else self._const(v)
             return v
 
+        rej = _ops.rejection(name)
+        if rej is not None and rej[0] == "random":
+            raise UnsupportedOpError(name, user_frame(), rej[1])
         rargs = pytree.tree_map(ref_of, args)
         rkwargs = pytree.tree_map(ref_of, kwargs)
-        dependent = any(self._dependent(r) for r in pytree.tree_leaves((rargs, rkwargs)))
+        dependent = name not in _SHAPE_ONLY and any(
+            self._dependent(r) for r in pytree.tree_leaves((rargs, rkwargs)))
         outs = out if isinstance(out, (tuple, list)) else (out,)
 
         if name in ("aten._local_scalar_dense.default", "aten.item.default"):
@@ -170,7 +184,6 @@ class _Recorder(TorchDispatchMode):
                     self.keep.append(o)
             return out
 
-        rej = _ops.rejection(name)
         if rej is not None:
             kind, why = rej
             if kind == "outside":
@@ -189,7 +202,7 @@ class _Recorder(TorchDispatchMode):
                 rec_outs.append(torch.tensor(o) if isinstance(o, (bool, int, float)) else o)
         recorded = tuple(rec_outs) if isinstance(out, (tuple, list)) else rec_outs[0]
         node = Node(idx, name, func, rargs, rkwargs, recorded, user_frame(),
-                    stop_grad=not torch.is_grad_enabled())
+                    grad_enabled=torch.is_grad_enabled())
         self.nodes.append(node)
 
         mutated = func._schema.is_mutable

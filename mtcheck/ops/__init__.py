@@ -131,4 +131,5 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import arith, index, linalg, nonsmooth, pooling, reject as _rej  # noqa: F401
+    from . import arith, index, linalg, nonsmooth, pooling, refused  # noqa: F401
+    from . import sorting  # noqa: F401  (issue 6)

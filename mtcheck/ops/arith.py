@@ -229,13 +229,15 @@ class ToCopy(Rule):
 
 @register("aten.detach.default", "aten.detach_.default")
 class Detach(Rule):
-    """Stop-gradient: same value, zero derivative."""
+    """detach() is modelled by its value: mtcheck judges the function the program
+    computes, so a gradient cut by detach() shows up as a difference (autograd's own
+    internal detaches produce tensors the program never reads)."""
 
     def forward(self, ctx, args, kwargs):
         return args[0]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return None
+        return targs[0]
 
 
 @register("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")

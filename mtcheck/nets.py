@@ -1,0 +1,394 @@
+"""Generated networks: a JSON-serializable, bit-exact description (:class:`NetSpec`).
+
+A ``NetSpec`` is a small directed graph of layers applied to one input tensor.
+Every weight is an exact dyadic rational stored as integer numerators and one
+power-of-two exponent (``value = num * 2**exp``), so ``to_dict`` / ``from_dict``
+round-trip through JSON without any decimal text and ``build`` gives the same
+float weights on every machine.
+
+Layer kinds (``Layer.kind``) and their parameters (``Layer.params``):
+
+=====================  =====================================================================
+``linear``             ``weight`` (out, in), ``bias`` (out) or None
+``conv1d``/``conv2d``  ``weight`` (out, in, *k), ``bias``, ``stride``, ``padding``, ``dilation``
+``relu``, ``abs``      none
+``leaky_relu``         ``slope`` (a dyadic: ``[num, exp]``)
+``hardtanh``/``clamp`` ``lo``, ``hi`` (dyadics); ``relu6`` has none
+``max_pool1d/2d``      ``kernel``, ``stride``, ``padding``, ``dilation``, ``ceil_mode``
+``adaptive_max_pool1d/2d``  ``output_size``
+``amax``/``amin``      ``dim``, ``keepdim``;  ``max``/``min``: ``dim``, ``keepdim`` (values only)
+``add``                two sources (a residual connection)
+``cat``                two or more sources, ``dim``
+``flatten``            ``start_dim``
+``custom``             ``name``: an elementwise op registered with :func:`register_op`
+=====================  =====================================================================
+
+Every layer reads ``Layer.src``: ``-1`` is the network input, ``i >= 0`` layer ``i``'s output
+(``add``/``cat`` read a list). The network's output is the last layer's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["NetSpec", "Layer", "Dyadic", "register_op", "registered_ops", "encode_tensor", "decode_tensor",
+           "LAYER_KINDS", "NONSMOOTH_KINDS"]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}
+
+ACTIVATIONS = ("relu", "leaky_relu", "hardtanh", "relu6", "clamp", "abs")
+POOLS = ("max_pool1d", "max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d")
+REDUCTIONS = ("amax", "amin", "max", "min")
+LAYER_KINDS = ("linear", "conv1d", "conv2d", *ACTIVATIONS, *POOLS, *REDUCTIONS, "add", "cat", "flatten",
+               "custom")
+NONSMOOTH_KINDS = frozenset((*ACTIVATIONS, *POOLS, *REDUCTIONS, "custom"))
+
+# name -> callable(tensor) -> tensor; elementwise ops users plant in generated networks
+_CUSTOM: dict[str, Callable] = {}
+
+
+def register_op(name: str, fn: Callable) -> None:
+    """Make ``fn`` (an elementwise tensor -> tensor callable) usable as a ``custom`` layer ``name``.
+
+    The NetSpec stores only the name: the same name must be registered where the spec is built.
+    """
+    _CUSTOM[name] = fn
+
+
+def registered_ops() -> list:
+    return sorted(_CUSTOM)
+
+
+# ---------------------------------------------------------------- exact dyadic encoding
+
+def _dyadic_parts(v: float):
+    """(num, exp) with v == num * 2**exp exactly, num odd or zero."""
+    n, d = float(v).as_integer_ratio()
+    if n == 0:
+        return 0, 0
+    e = -(d.bit_length() - 1)       # d is a power of two
+    while n % 2 == 0:
+        n //= 2
+        e += 1
+    return n, e
+
+
+@dataclass(frozen=True)
+class Dyadic:
+    """An exact dyadic scalar ``num * 2**exp``."""
+
+    num: int
+    exp: int = 0
+
+    @classmethod
+    def of(cls, v) -> "Dyadic":
+        if isinstance(v, Dyadic):
+            return v
+        if isinstance(v, (list, tuple)):
+            return cls(int(v[0]), int(v[1]))
+        return cls(*_dyadic_parts(v))
+
+    def __float__(self) -> float:
+        return float(self.num * 2.0 ** self.exp) if self.num else 0.0
+
+    def to_json(self):
+        return [self.num, self.exp]
+
+
+def encode_tensor(t) -> dict | None:
+    """``{"shape": [...], "num": [ints], "exp": e}`` with ``t == num * 2**exp`` exactly."""
+    if t is None:
+        return None
+    t = torch.as_tensor(t).detach().to(torch.float64).cpu()
+    vals = t.reshape(-1).tolist()
+    parts = [_dyadic_parts(v) for v in vals]
+    nz = [e for n, e in parts if n]
+    e0 = min(nz) if nz else 0
+    nums = [n << (e - e0) if n else 0 for n, e in parts]
+    return {"shape": list(t.shape), "num": nums, "exp": e0}
+
+
+def decode_tensor(d: dict | None, dtype=torch.float64):
+    if d is None:
+        return None
+    e = int(d["exp"])
+    vals = [float(int(n) * 2.0 ** e) if n else 0.0 for n in d["num"]]
+    t = torch.tensor(vals, dtype=torch.float64).reshape(tuple(d["shape"]))
+    out = t.to(dtype)
+    if not torch.equal(out.to(torch.float64), t):
+        raise ValueError(f"a weight is not exactly representable in {dtype}")
+    return out
+
+
+# ---------------------------------------------------------------- the spec
+
+@dataclass
+class Layer:
+    kind: str
+    params: dict = field(default_factory=dict)
+    src: Any = None          # None: the previous layer (or the input for layer 0)
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind}
+        if self.params:
+            d["params"] = self.params
+        if self.src is not None:
+            d["src"] = self.src
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Layer":
+        if d["kind"] not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {d['kind']!r}; known: {', '.join(LAYER_KINDS)}")
+        return cls(d["kind"], dict(d.get("params", {})), d.get("src"))
+
+
+@dataclass
+class NetSpec:
+    """A generated network: input shape (batch included), dtype name, layers."""
+
+    input_shape: tuple
+    layers: list
+    dtype: str = "float64"
+    version: int = 1
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} not one of {sorted(_DTYPES)}")
+        self.layers = [lay if isinstance(lay, Layer) else Layer.from_dict(lay) for lay in self.layers]
+
+    # -- serialization (JSON-safe: ints, lists, strings, bools only)
+    def to_dict(self) -> dict:
+        return {"version": self.version, "input_shape": list(self.input_shape), "dtype": self.dtype,
+                "layers": [lay.to_dict() for lay in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetSpec":
+        if int(d.get("version", 1)) != 1:
+            raise ValueError(f"NetSpec version {d.get('version')} is newer than this mtcheck understands")
+        return cls(tuple(d["input_shape"]), [Layer.from_dict(x) for x in d["layers"]], d.get("dtype", "float64"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, s: str) -> "NetSpec":
+        return cls.from_dict(json.loads(s))
+
+    @property
+    def torch_dtype(self):
+        return _DTYPES[self.dtype]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def sources(self, i: int) -> list:
+        s = self.layers[i].src
+        if s is None:
+            return [i - 1]
+        return list(s) if isinstance(s, (list, tuple)) else [int(s)]
+
+    # -- torch
+    def build(self, dtype=None) -> nn.Module:
+        """The network as an ``nn.Module`` in eval mode, weights exactly as stored."""
+        dt = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or self.torch_dtype)
+        return GeneratedNet(self, dt).eval()
+
+    def example_input(self, dtype=None) -> torch.Tensor:
+        dt = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or self.torch_dtype)
+        return torch.zeros(self.input_shape, dtype=dt)
+
+    def shapes(self) -> list:
+        """Output shape of every layer (from a forward pass on zeros)."""
+        net = self.build(torch.float64)
+        with torch.no_grad():
+            outs = net.forward_all(self.example_input(torch.float64))
+        return [tuple(o.shape) for o in outs]
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.shapes()[-1]
+
+    def n_nonsmooth(self) -> int:
+        return sum(lay.kind in NONSMOOTH_KINDS for lay in self.layers)
+
+    def describe(self) -> str:
+        """One short line: ``(1, 4) float64: linear 4->3 [dup rows] | relu | max_pool1d k2``."""
+        parts = [_describe_layer(lay, i, self) for i, lay in enumerate(self.layers)]
+        return f"{self.input_shape} {self.dtype}: " + " | ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"NetSpec<{self.describe()}>"
+
+
+def _describe_layer(lay: Layer, i: int, spec: NetSpec) -> str:
+    p = lay.params
+    k = lay.kind
+    src = "" if lay.src is None else f"<-{lay.src}"
+    if k == "linear":
+        o, n = p["weight"]["shape"]
+        s = f"linear {n}->{o}"
+        tags = _weight_tags(p)
+        return s + (f" [{','.join(tags)}]" if tags else "") + src
+    if k in ("conv1d", "conv2d"):
+        o, c, *ks = p["weight"]["shape"]
+        s = f"{k} {c}->{o} k{'x'.join(map(str, ks))}"
+        if p.get("stride", 1) != 1:
+            s += f" s{p['stride']}"
+        if p.get("padding", 0):
+            s += f" p{p['padding']}"
+        if p.get("dilation", 1) != 1:
+            s += f" d{p['dilation']}"
+        tags = _weight_tags(p)
+        return s + (f" [{','.join(tags)}]" if tags else "") + src
+    if k in ("max_pool1d", "max_pool2d"):
+        s = f"{k} k{p['kernel']}"
+        if p.get("stride") not in (None, p["kernel"]):
+            s += f" s{p['stride']}"
+        if p.get("padding", 0):
+            s += f" p{p['padding']}"
+        if p.get("dilation", 1) != 1:
+            s += f" d{p['dilation']}"
+        if p.get("ceil_mode"):
+            s += " ceil"
+        return s + src
+    if k.startswith("adaptive"):
+        return f"{k} {p['output_size']}" + src
+    if k in REDUCTIONS:
+        return f"{k}(dim={p['dim']})" + src
+    if k in ("leaky_relu",):
+        return f"leaky_relu({float(Dyadic.of(p['slope'])):g})" + src
+    if k in ("hardtanh", "clamp"):
+        return f"{k}({float(Dyadic.of(p['lo'])):g},{float(Dyadic.of(p['hi'])):g})" + src
+    if k == "cat":
+        return f"cat{list(lay.src)}(dim={p.get('dim', 1)})"
+    if k == "add":
+        return f"add{list(lay.src)}"
+    if k == "custom":
+        return f"{p['name']}" + src
+    return k + src
+
+
+def _weight_tags(p) -> list:
+    w = p["weight"]
+    nums = w["num"]
+    o = w["shape"][0]
+    per = len(nums) // o if o else 0
+    rows = [tuple(nums[i * per:(i + 1) * per]) for i in range(o)]
+    tags = []
+    if any(not any(r) for r in rows):
+        tags.append("zero rows")
+    if len(set(rows)) < len(rows):
+        tags.append("dup rows")
+    b = p.get("bias")
+    if b is None or not any(b["num"]):
+        tags.append("no bias" if b is None else "zero bias")
+    return tags
+
+
+# ---------------------------------------------------------------- the module
+
+def _pair(v, n):
+    return tuple(v) if isinstance(v, (list, tuple)) else (int(v),) * n
+
+
+class GeneratedNet(nn.Module):
+    """The module a :class:`NetSpec` builds. Parameters hold the stored dyadic weights."""
+
+    def __init__(self, spec: NetSpec, dtype=torch.float64):
+        super().__init__()
+        self.spec = spec
+        self.mods = nn.ModuleList()
+        for lay in spec.layers:
+            p = lay.params
+            if lay.kind == "linear":
+                w = decode_tensor(p["weight"], dtype)
+                b = decode_tensor(p.get("bias"), dtype)
+                m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=dtype)
+                with torch.no_grad():
+                    m.weight.copy_(w)
+                    if b is not None:
+                        m.bias.copy_(b)
+            elif lay.kind in ("conv1d", "conv2d"):
+                w = decode_tensor(p["weight"], dtype)
+                b = decode_tensor(p.get("bias"), dtype)
+                cls = nn.Conv1d if lay.kind == "conv1d" else nn.Conv2d
+                m = cls(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=p.get("stride", 1),
+                        padding=p.get("padding", 0), dilation=p.get("dilation", 1), bias=b is not None, dtype=dtype)
+                with torch.no_grad():
+                    m.weight.copy_(w)
+                    if b is not None:
+                        m.bias.copy_(b)
+            else:
+                m = nn.Identity()
+            self.mods.append(m)
+
+    def _apply(self, lay: Layer, mod: nn.Module, xs: list):
+        k, p = lay.kind, lay.params
+        x = xs[0]
+        if k in ("linear", "conv1d", "conv2d"):
+            return mod(x)
+        if k == "relu":
+            return torch.relu(x)
+        if k == "leaky_relu":
+            return F.leaky_relu(x, float(Dyadic.of(p["slope"])))
+        if k == "hardtanh":
+            return F.hardtanh(x, float(Dyadic.of(p["lo"])), float(Dyadic.of(p["hi"])))
+        if k == "relu6":
+            return F.relu6(x)
+        if k == "clamp":
+            return torch.clamp(x, float(Dyadic.of(p["lo"])), float(Dyadic.of(p["hi"])))
+        if k == "abs":
+            return torch.abs(x)
+        if k == "max_pool1d":
+            return F.max_pool1d(x, p["kernel"], p.get("stride") or p["kernel"], p.get("padding", 0),
+                                p.get("dilation", 1), bool(p.get("ceil_mode", False)))
+        if k == "max_pool2d":
+            return F.max_pool2d(x, p["kernel"], p.get("stride") or p["kernel"], p.get("padding", 0),
+                                p.get("dilation", 1), bool(p.get("ceil_mode", False)))
+        if k == "adaptive_max_pool1d":
+            return F.adaptive_max_pool1d(x, p["output_size"])
+        if k == "adaptive_max_pool2d":
+            return F.adaptive_max_pool2d(x, tuple(p["output_size"]) if isinstance(p["output_size"], list)
+                                         else p["output_size"])
+        if k == "amax":
+            return torch.amax(x, dim=p["dim"], keepdim=bool(p.get("keepdim", False)))
+        if k == "amin":
+            return torch.amin(x, dim=p["dim"], keepdim=bool(p.get("keepdim", False)))
+        if k == "max":
+            return torch.max(x, dim=p["dim"], keepdim=bool(p.get("keepdim", False))).values
+        if k == "min":
+            return torch.min(x, dim=p["dim"], keepdim=bool(p.get("keepdim", False))).values
+        if k == "add":
+            return xs[0] + xs[1]
+        if k == "cat":
+            return torch.cat(xs, dim=p.get("dim", 1))
+        if k == "flatten":
+            return torch.flatten(x, p.get("start_dim", 1))
+        if k == "custom":
+            fn = _CUSTOM.get(p["name"])
+            if fn is None:
+                raise KeyError(f"custom op {p['name']!r} is not registered here (mtcheck.nets.register_op)")
+            return fn(x)
+        raise ValueError(f"unknown layer kind {k!r}")
+
+    def forward_all(self, x) -> list:
+        outs: list = []
+        for i, (lay, mod) in enumerate(zip(self.spec.layers, self.mods)):
+            xs = [x if s < 0 else outs[s] for s in self.spec.sources(i)]
+            outs.append(self._apply(lay, mod, xs))
+        return outs
+
+    def forward(self, x):
+        return self.forward_all(x)[-1] if self.spec.layers else x
+
+    def extra_repr(self) -> str:
+        return self.spec.describe()

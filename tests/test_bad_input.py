@@ -1,0 +1,130 @@
+"""Bad input gets a clear error (or a defined verdict), never a silent pass."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mtcheck
+from mtcheck import Verdict
+
+f64 = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_op_without_exact_model_names_the_op_and_the_line():
+    def prog(x):
+        return torch.exp(x).sum()  # the line the error must name
+
+    with pytest.raises(mtcheck.UnsupportedOpError) as err:
+        mtcheck.check(prog, f64(0.0, 1.0))
+    msg = str(err.value)
+    assert "aten.exp.default" in msg
+    assert "test_bad_input.py:" in msg and "in prog" in msg
+    assert err.value.op == "aten.exp.default"
+
+
+@pytest.mark.parametrize("op", [torch.floor, torch.round, torch.sign, torch.ceil])
+def test_non_lipschitz_op_is_outside_the_theory(op):
+    with pytest.raises(mtcheck.OutsideTheoryError) as err:
+        mtcheck.check(lambda x: op(x).sum(), f64(0.5, 1.5))
+    assert "outside the theory" in str(err.value)
+    assert "not Lipschitz" in str(err.value)
+
+
+def test_discontinuous_threshold_is_outside_the_theory():
+    with pytest.raises(mtcheck.OutsideTheoryError):
+        mtcheck.check(lambda x: torch.threshold(x, 0.0, 5.0).sum(), f64(0.5, -1.0))
+
+
+def test_continuous_threshold_is_a_shifted_relu():
+    rep = mtcheck.check(lambda x: torch.threshold(x, 1.0, 1.0).sum(), f64(1.0, 2.0, 0.0))
+    assert rep.verdict is Verdict.ASSOCIATED
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input(bad):
+    with pytest.raises(mtcheck.NonFiniteError, match="non-finite"):
+        mtcheck.check(lambda x: torch.relu(x).sum(), f64(0.0, bad))
+
+
+def test_non_finite_weight():
+    lin = nn.Linear(2, 1).double()
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    with pytest.raises(mtcheck.NonFiniteError, match="weight"):
+        mtcheck.check(lin, f64(1.0, 2.0))
+
+
+def test_empty_tensor():
+    with pytest.raises(mtcheck.CheckInputError, match="empty"):
+        mtcheck.check(lambda x: torch.relu(x).sum(), torch.zeros(0, dtype=torch.float64))
+
+
+def test_input_that_does_not_require_grad_is_a_constant_when_another_does():
+    x = f64(0.0, 1.0).requires_grad_()
+    y = f64(2.0, 3.0)          # no requires_grad: held fixed
+    rep = mtcheck.check(lambda a, b: torch.relu(a * b).sum(), x, y)
+    assert rep.n_inputs == 2   # only x's coordinates are differentiated
+    assert rep.verdict is Verdict.ASSOCIATED
+
+
+def test_no_input_requires_grad_means_all_float_inputs():
+    rep = mtcheck.check(lambda a, b: torch.relu(a - b).sum(), f64(1.0), f64(1.0))
+    assert rep.n_inputs == 2
+    assert rep.verdict is Verdict.ASSOCIATED
+
+
+def test_integer_inputs_are_constants_and_cannot_be_differentiated():
+    idx = torch.tensor([1, 0])
+    rep = mtcheck.check(lambda x, i: x[i].relu().sum(), f64(0.0, 2.0), idx)
+    assert rep.n_inputs == 2
+    with pytest.raises(mtcheck.CheckInputError, match="not a floating-point"):
+        mtcheck.check(lambda x, i: x[i].sum(), f64(0.0, 2.0), idx, wrt=[1])
+
+
+def test_non_tensor_input():
+    with pytest.raises(mtcheck.CheckInputError, match="not a torch.Tensor"):
+        mtcheck.check(lambda x: x, [1.0, 2.0])
+
+
+def test_solver_limit_gives_unknown_never_a_pass():
+    rep = mtcheck.check(lambda x: torch.relu(x).sum(), f64(0.0, 1.0, -1.0), rlimit=1)
+    assert rep.verdict is Verdict.UNKNOWN
+    assert not rep.verdict.passed
+    assert "unknown" in rep.reasons["membership"]
+    with pytest.raises(mtcheck.MtcheckError, match="UNKNOWN"):
+        mtcheck.assert_gradient_ok(lambda x: torch.relu(x).sum(), f64(0.0, 1.0, -1.0), rlimit=1)
+
+
+def test_value_escaping_to_python_is_refused():
+    def prog(x):
+        s = float(x.sum())      # the dependence on x escapes the trace
+        return x * s
+
+    with pytest.raises(mtcheck.UnsupportedOpError, match="escapes to Python"):
+        mtcheck.check(prog, f64(1.0, 2.0))
+
+
+def test_dropout_in_training_mode_is_refused_with_remedy():
+    m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).double().train()
+    with pytest.raises(mtcheck.UnsupportedOpError, match="eval"):
+        mtcheck.check(m, f64(1.0, 2.0))
+
+
+def test_in_place_update_through_a_view_is_refused():
+    def prog(x):
+        y = x * 1
+        v = y[0:1]
+        v.relu_()              # changes y through the view
+        return y.sum()
+
+    with pytest.raises(mtcheck.UnsupportedOpError, match="in place"):
+        mtcheck.check(prog, f64(-1.0, 2.0))
+
+
+def test_in_place_relu_on_a_fresh_tensor_is_fine():
+    m = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 1)).double().eval()
+    from mtcheck import zoo
+
+    zoo.dyadic_(m)
+    rep = mtcheck.check(m, f64(0.0, 0.0))
+    assert rep.verdict.passed

@@ -131,7 +131,7 @@ class ExactModel:
                 args = self._resolve(values, node.args)
                 kwargs = self._resolve(values, node.kwargs)
             ctx = self._ctx(node)
-            out = self._call(node, rule.forward, ctx, args, kwargs)
+            out = _normalize(self._call(node, rule.forward, ctx, args, kwargs))
             if isinstance(out, tuple):
                 for j, o in enumerate(out):
                     values[Ref("node", node.index, j)] = o
@@ -304,6 +304,19 @@ class ExactModel:
         for d in ev.discs:
             sig.append(tuple(bytes(disc.signs().tobytes()) for disc in d))
         return tuple(sig)
+
+
+def _normalize(out):
+    """Rules may return numpy scalars or fmpq for 0-d results: make every output an ndarray."""
+    if isinstance(out, tuple):
+        return tuple(_normalize(o) for o in out)
+    if isinstance(out, np.ndarray):
+        return out
+    if isinstance(out, (bool, np.bool_)):
+        return np.asarray(out, dtype=bool)
+    if isinstance(out, (int, np.integer)) and not isinstance(out, bool):
+        return np.asarray(out, dtype=np.int64)
+    return np.asarray(out, dtype=object)
 
 
 def _is_tensor_like(v):

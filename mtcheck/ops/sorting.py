@@ -348,3 +348,40 @@ class IsNan(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return None
+
+
+@register("aten.lerp.Scalar", "aten.lerp.Tensor", "aten.lerp_.Scalar", "aten.lerp_.Tensor")
+class Lerp(Rule):
+    """lerp(a, b, w) = a + w (b - a): quantile's interpolation between two order statistics."""
+
+    def _w(self, ctx, args):
+        w = args[2]
+        if isinstance(w, np.ndarray):
+            return w if w.dtype == object else __import__("mtcheck._exact", fromlist=["as_exact"]).as_exact(w)
+        from ._util import exact_scalar
+
+        return exact_scalar(w, ctx.dtype)
+
+    def forward(self, ctx, args, kwargs):
+        a, b = args[0], args[1]
+        w = self._w(ctx, args)
+        return np.asarray(a + w * (b - a), dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        from ._util import add_t, bcast_tangent, shape_of
+
+        a, b = args[0], args[1]
+        w = self._w(ctx, args)
+        shp = out.shape
+        ta = bcast_tangent(targs[0] if len(targs) > 0 else None, shape_of(a), shp)
+        tb = bcast_tangent(targs[1] if len(targs) > 1 else None, shape_of(b), shp)
+        tw = bcast_tangent(targs[2] if len(targs) > 2 and isinstance(args[2], np.ndarray) else None,
+                           shape_of(args[2]) if isinstance(args[2], np.ndarray) else (), shp)
+        res = None
+        if ta is not None:
+            res = ta * (1 - w)
+        if tb is not None:
+            res = add_t(res, tb * w)
+        if tw is not None:
+            res = add_t(res, tw * (np.broadcast_to(b, shp) - np.broadcast_to(a, shp)))
+        return res

@@ -1,0 +1,582 @@
+"""The counterexample corpus: one file per case, replayable forever (schema version 1).
+
+A corpus is a directory of cases. Each case is ``case-<sha1>.json`` and, when it holds
+weights or large inputs, a sidecar ``case-<sha1>.safetensors``. The name is a digest of
+the case's *identity* (program, inputs, dtype, property and check options), not of its
+expectation, so the same finding found twice gets the same file, and updating an
+expectation rewrites the file in place. Files are written atomically (a temp file in
+the same directory, then ``os.replace``), sidecar first.
+
+Loading a case never runs code: JSON and safetensors only, no pickle. A program of kind
+``import`` is only imported by :func:`build_program` / :func:`replay_case`.
+
+Public API (stable; used by the pytest plugin and the campaign CLI)::
+
+    Case, CorpusError, ReplayResult, SCHEMA_VERSION
+    save_case(directory, case) -> Path
+    load_case(path) -> Case
+    iter_cases(paths) -> iterator of (path, Case | CorpusError)
+    case_from_report(program_ref, inputs, report, seed, ...) -> Case
+    build_program(case) -> (fn, inputs)
+    replay_case(case) -> ReplayResult
+
+See docs/corpus.md for the format.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import CheckInputError
+
+SCHEMA_VERSION = 1
+PROPERTY = "associated-gradient"
+CASE_RE = re.compile(r"^case-[0-9a-f]{40}\.json$")
+INLINE_MAX = 256          # inputs with at most this many elements are stored in the JSON as hex floats
+_VERDICTS = ("SMOOTH_OK", "ASSOCIATED", "SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH",
+             "UNKNOWN")
+_BUGS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
+_CHECK_OPTIONS = ("wrt", "neighbours", "max_pieces", "forward_mode", "rtol", "atol", "rlimit")
+
+
+class CorpusError(CheckInputError):
+    """A case file that cannot be read, built or replayed. ``path`` names the file."""
+
+    def __init__(self, path, message: str):
+        self.path = Path(path) if path is not None else None
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+@dataclass
+class Case:
+    """One corpus case. ``inputs`` and ``weights`` hold torch tensors, bit-exact."""
+
+    program: dict                       # {"kind": "zoo"|"net"|"import", ...}; see docs/corpus.md
+    inputs: list                        # torch tensors
+    dtype: str                          # the program's dtype, e.g. "float64"
+    expected: dict                      # {"verdict": ..., "witness": ..., "pattern": [...], ...}
+    weights: dict | None = None         # state_dict (name -> tensor) for programs with parameters
+    property: str = PROPERTY
+    options: dict = field(default_factory=dict)     # keyword arguments of mtcheck.check
+    seed: int = 0
+    training: bool = False
+    versions: dict = field(default_factory=dict)
+    origin: dict = field(default_factory=dict)      # free-form: test node id, stable key, campaign
+    schema: int = SCHEMA_VERSION
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    @builtins.property
+    def verdict(self) -> str:
+        return self.expected.get("verdict", "UNKNOWN")
+
+    @builtins.property
+    def case_id(self) -> str:
+        """sha1 of the case's identity (everything but the expectation, versions and origin)."""
+        ident = {
+            "schema": SCHEMA_VERSION, "property": self.property,
+            "program": {k: v for k, v in self.program.items() if k != "search_path"},
+            "options": self.options, "dtype": self.dtype, "training": self.training,
+            "inputs": [_tensor_digest(t) for t in self.inputs],
+            "weights": sorted([k, *_tensor_digest(v)] for k, v in (self.weights or {}).items()),
+        }
+        return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    @builtins.property
+    def label(self) -> str:
+        """A short name of the program: ``zoo:paper-boustany``, ``pkg.mod:Net``, ``net``."""
+        p = self.program
+        if p.get("kind") == "zoo":
+            return f"zoo:{p.get('name')}"
+        if p.get("kind") == "import":
+            return str(p.get("target"))
+        return str(p.get("kind"))
+
+    def updated(self, report) -> "Case":
+        """This case with its expectation (and versions) replaced by ``report``'s."""
+        return dataclasses.replace(self, expected=expectation(report), versions=_versions(), path=self.path)
+
+
+@dataclass
+class ReplayResult:
+    status: str                     # 'reproduces' | 'changed' | 'error'
+    old_verdict: str
+    new_verdict: str | None
+    text: str
+    case: Case | None = None
+    report: Any = None
+
+
+# ---------------------------------------------------------------------------- writing
+
+def save_case(directory, case: Case) -> Path:
+    """Write ``case`` into ``directory`` (created if needed) as ``case-<sha1>.json`` (+ sidecar).
+
+    Atomic: each file goes to a temp file in ``directory`` and is renamed over the target,
+    so concurrent writers of the same case leave one intact file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cid = case.case_id
+    json_path = directory / f"case-{cid}.json"
+    side_name = f"case-{cid}.safetensors"
+    tensors = {}
+    enc_inputs = []
+    for i, t in enumerate(case.inputs):
+        if t.numel() <= INLINE_MAX and not t.is_complex():
+            enc_inputs.append(_encode_inline(t))
+        else:
+            key = f"input/{i}"
+            tensors[key] = t.detach().contiguous().clone()
+            enc_inputs.append({"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "tensor": key})
+    enc_weights = None
+    if case.weights:
+        enc_weights = {}
+        for name, t in case.weights.items():
+            key = f"weight/{name}"
+            tensors[key] = t.detach().contiguous().clone()
+            enc_weights[name] = key
+    doc: dict = {
+        "mtcheck_case": SCHEMA_VERSION,
+        "property": case.property,
+        "program": case.program,
+        "dtype": case.dtype,
+        "training": bool(case.training),
+        "options": case.options,
+        "seed": int(case.seed),
+        "inputs": enc_inputs,
+        "weights": enc_weights,
+        "expected": case.expected,
+        "versions": case.versions or _versions(),
+        "origin": case.origin,
+    }
+    if tensors:
+        from safetensors.torch import save as st_save
+
+        blob = st_save(tensors)
+        doc["tensors"] = {"file": side_name, "sha256": hashlib.sha256(blob).hexdigest()}
+        _atomic_write(directory / side_name, blob)
+    _atomic_write(json_path, (_dumps(doc) + "\n").encode())
+    case.path = json_path
+    return json_path
+
+
+def _dumps(obj, level: int = 0) -> str:
+    """JSON, one key per line, lists of scalars on one line (readable diffs, compact tensors)."""
+    pad, pad1 = " " * level, " " * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad1}{json.dumps(str(k))}: {_dumps(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return "[\n" + ",\n".join(pad1 + _dumps(v, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------- reading
+
+def load_case(path) -> Case:
+    """Read one case. Raises :class:`CorpusError` naming the file when it is missing,
+    truncated or corrupt, of a newer schema, or its tensors file is missing or damaged.
+    Never imports or runs the case's program."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(path, f"cannot read the case file ({e.strerror or e})") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorpusError(path, f"not valid JSON, the file is truncated or corrupt ({e})") from None
+    if not isinstance(doc, dict) or "mtcheck_case" not in doc:
+        raise CorpusError(path, "not an mtcheck case (no 'mtcheck_case' schema version)")
+    ver = doc["mtcheck_case"]
+    if not isinstance(ver, int) or isinstance(ver, bool) or ver < 1:
+        raise CorpusError(path, f"invalid schema version {ver!r}")
+    if ver > SCHEMA_VERSION:
+        from . import __version__
+
+        raise CorpusError(path, f"schema version {ver} is newer than this mtcheck ({__version__}) reads "
+                                f"(up to {SCHEMA_VERSION}); upgrade mtcheck to replay it")
+    for key, typ in (("program", dict), ("dtype", str), ("inputs", list), ("expected", dict)):
+        if not isinstance(doc.get(key), typ):
+            raise CorpusError(path, f"field '{key}' is missing or not a {typ.__name__} (corrupt case)")
+    kind = doc["program"].get("kind")
+    if kind not in ("zoo", "net", "import"):
+        raise CorpusError(path, f"unknown program kind {kind!r} (expected 'zoo', 'net' or 'import')")
+    verdict = doc["expected"].get("verdict")
+    if verdict not in _VERDICTS:
+        raise CorpusError(path, f"expected verdict {verdict!r} is not one of {', '.join(_VERDICTS)}")
+    import torch
+
+    tensors = {}
+    if doc.get("tensors"):
+        tensors = _load_sidecar(path, doc["tensors"])
+    try:
+        inputs = [_decode_input(e, tensors) for e in doc["inputs"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorpusError(path, f"an input cannot be decoded ({e.__class__.__name__}: {e})") from None
+    weights = None
+    if doc.get("weights"):
+        weights = {}
+        for name, key in doc["weights"].items():
+            if key not in tensors:
+                raise CorpusError(path, f"weight '{name}' is not in the tensors file")
+            weights[name] = tensors[key]
+    if not hasattr(torch, doc["dtype"]):
+        raise CorpusError(path, f"unknown dtype {doc['dtype']!r}")
+    opts = doc.get("options") or {}
+    bad = sorted(set(opts) - set(_CHECK_OPTIONS))
+    if bad:
+        raise CorpusError(path, f"unknown check options {bad}")
+    return Case(program=doc["program"], inputs=inputs, dtype=doc["dtype"], expected=doc["expected"],
+                weights=weights, property=doc.get("property", PROPERTY), options=opts,
+                seed=int(doc.get("seed", 0)), training=bool(doc.get("training", False)),
+                versions=doc.get("versions") or {}, origin=doc.get("origin") or {}, schema=ver, path=path)
+
+
+def _load_sidecar(path: Path, ref) -> dict:
+    name = ref.get("file") if isinstance(ref, dict) else None
+    if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".safetensors"):
+        raise CorpusError(path, f"invalid tensors file reference {name!r}")
+    side = path.parent / name
+    try:
+        blob = side.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(path, f"its tensors file {name} (weights and large inputs) is missing") from None
+    except OSError as e:
+        raise CorpusError(path, f"cannot read its tensors file {name} ({e.strerror or e})") from None
+    if ref.get("sha256") and hashlib.sha256(blob).hexdigest() != ref["sha256"]:
+        raise CorpusError(path, f"its tensors file {name} does not match the recorded sha256 "
+                                "(truncated, corrupt, or from another case)")
+    from safetensors.torch import load as st_load
+
+    try:
+        return st_load(blob)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CorpusError(path, f"its tensors file {name} is not valid safetensors ({e})") from None
+
+
+def iter_cases(paths) -> Iterator[tuple[Path, "Case | CorpusError"]]:
+    """Every case under ``paths`` (files, or directories holding ``case-*.json``), in name order.
+    Yields ``(path, Case)`` or ``(path, CorpusError)``: one bad file never stops the others."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    for p in paths:
+        p = Path(p)
+        files = sorted(p.glob("case-*.json")) if p.is_dir() else [p]
+        for f in files:
+            try:
+                yield f, load_case(f)
+            except CorpusError as e:
+                yield f, e
+
+
+# ---------------------------------------------------------------------------- building cases
+
+def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None, options: dict | None = None,
+                     origin: dict | None = None, dtype=None, search_path: str | None = None) -> Case:
+    """A case recording ``report`` (a :class:`mtcheck.Report`) for ``program_ref`` at ``inputs``.
+
+    ``program_ref`` is a dict (the ``program`` field), ``"zoo:<name>"``, ``"package.module:factory"``
+    (an import program, called with no arguments), or an object with ``to_dict()`` (a NetSpec).
+    ``program`` is the callable that was checked: its ``state_dict`` becomes the case's weights and
+    its ``training`` flag is kept. ``options`` are the keyword arguments given to ``mtcheck.check``.
+    """
+    import torch
+
+    if isinstance(program_ref, dict):
+        prog = dict(program_ref)
+    elif isinstance(program_ref, str) and program_ref.startswith("zoo:"):
+        prog = {"kind": "zoo", "name": program_ref[4:], "seed": int(seed)}
+    elif isinstance(program_ref, str) and ":" in program_ref:
+        prog = {"kind": "import", "target": program_ref, "call": True, "kwargs": {}}
+    elif hasattr(program_ref, "to_dict"):
+        prog = {"kind": "net", "spec": program_ref.to_dict()}
+    else:
+        raise CheckInputError(f"cannot record program reference {program_ref!r}: give 'zoo:<name>', "
+                              "'package.module:factory', a NetSpec or a dict")
+    if search_path is not None:
+        prog["search_path"] = search_path
+    inputs = [t.detach().clone() for t in inputs]
+    weights = None
+    training = False
+    if isinstance(program, torch.nn.Module):
+        training = bool(program.training)
+        sd = program.state_dict()
+        if sd:
+            weights = {k: v.detach().clone() for k, v in sd.items()}
+    if dtype is None:
+        fl = [t.dtype for t in inputs if t.is_floating_point()]
+        dtype = fl[0] if fl else torch.float64
+    opts = {k: v for k, v in (options or {}).items() if k in _CHECK_OPTIONS}
+    if "wrt" in opts and opts["wrt"] is not None:
+        opts["wrt"] = [int(i) for i in ([opts["wrt"]] if isinstance(opts["wrt"], int) else opts["wrt"])]
+    return Case(program=prog, inputs=inputs, dtype=_dtype_name(dtype), expected=expectation(report),
+                weights=weights, options=opts, seed=int(seed), training=training, versions=_versions(),
+                origin=dict(origin or {}))
+
+
+def expectation(report) -> dict:
+    """The ``expected`` field of a case: the verdict and what explains it, as exact strings."""
+    from ._exact import fmt
+
+    w = report.witness
+    wit = None
+    if w is not None:
+        wit = {"output_index": int(w.output_index), "direction": [fmt(v) for v in w.direction],
+               "framework_rate": fmt(w.framework_rate), "stratum_rate": fmt(w.stratum_rate),
+               "h": None if w.h is None else fmt(w.h), "f_x": None if w.f_x is None else fmt(w.f_x),
+               "f_x_plus_ht": None if w.f_x_plus_ht is None else fmt(w.f_x_plus_ht), "note": w.note}
+    pattern = []
+    for e in (report.pattern or []):
+        pattern.append({"node": int(getattr(e, "node", -1)), "label": e.label, "kind": e.kind, "where": e.where,
+                        "counts": {str(k): int(v) for k, v in e.counts.items()}, "ties": list(e.ties)})
+    return {
+        "verdict": str(report.verdict),
+        "summary": report.summary(),
+        "exact_mode": bool(report.exact_mode),
+        "tolerance": list(report.tolerance) if report.tolerance else None,
+        "tangent_dim": report.tangent_dim,
+        "n_inputs": report.n_inputs,
+        "n_outputs": report.n_outputs,
+        "differentiable": report.differentiable,
+        "true_gradient_match": report.true_gradient_match,
+        "clarke": report.clarke,
+        "forward_matches_reverse": report.forward_matches_reverse,
+        "witness": wit,
+        "pattern": pattern,
+        "rounding_nodes": list(report.rounding_nodes),
+        "mismatch": report.mismatch,
+    }
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    return {"mtcheck": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------------------- replay
+
+def build_program(case: Case):
+    """``(fn, inputs)`` for ``case``: imports the program for kind ``import`` (this runs the
+    factory's code), builds the NetSpec for ``net``, looks up the zoo for ``zoo``; then loads
+    the recorded weights. Raises :class:`CorpusError` naming the case file."""
+    import torch
+
+    p = case.program
+    dtype = getattr(torch, case.dtype)
+    kind = p.get("kind")
+    if kind == "zoo":
+        from .zoo import ZOO
+
+        name = p.get("name")
+        if name not in ZOO:
+            raise CorpusError(case.path, f"zoo program {name!r} does not exist in this mtcheck "
+                                         f"(known: {', '.join(sorted(ZOO))})")
+        fn, _ = ZOO[name](dtype=dtype, seed=int(p.get("seed", case.seed)))
+    elif kind == "net":
+        try:
+            from .nets import NetSpec
+        except ImportError as e:
+            raise CorpusError(case.path, f"program kind 'net' needs mtcheck.nets, which cannot be imported ({e})") \
+                from None
+        try:
+            fn = NetSpec.from_dict(p["spec"]).build(dtype=dtype)
+        except Exception as e:  # noqa: BLE001 - any failure to build is a bad case
+            raise CorpusError(case.path, f"the network spec cannot be built ({e.__class__.__name__}: {e})") from None
+    elif kind == "import":
+        fn = _import_program(case)
+    else:
+        raise CorpusError(case.path, f"unknown program kind {kind!r}")
+    if isinstance(fn, tuple):
+        fn = fn[0]
+    if isinstance(fn, torch.nn.Module):
+        if case.weights:
+            try:
+                fn.load_state_dict(case.weights, strict=True, assign=True)
+            except Exception as e:  # noqa: BLE001
+                raise CorpusError(case.path, f"the recorded weights do not fit the program "
+                                             f"{case.label} ({str(e).splitlines()[0]})") from None
+        fn.train(case.training)
+    return fn, [t.clone() for t in case.inputs]
+
+
+def _import_program(case: Case):
+    p = case.program
+    target = p.get("target")
+    if not isinstance(target, str) or ":" not in target:
+        raise CorpusError(case.path, f"import target {target!r} is not of the form 'package.module:factory'")
+    mod_name, _, qual = target.partition(":")
+    try:
+        mod = _import_module(mod_name, case)
+        obj = mod
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except Exception as e:  # noqa: BLE001 - ImportError, AttributeError, or the module's own failure
+        raise CorpusError(case.path, f"cannot import the model factory {target} "
+                                     f"({e.__class__.__name__}: {e}); is its package installed or on sys.path?") \
+            from None
+    if not p.get("call", True):
+        return obj
+    try:
+        return obj(**(p.get("kwargs") or {}))
+    except Exception as e:  # noqa: BLE001
+        raise CorpusError(case.path, f"the model factory {target} failed ({e.__class__.__name__}: {e})") from None
+
+
+def _import_module(name: str, case: Case):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        sp = case.program.get("search_path")
+        if not sp or case.path is None:
+            raise
+        root = str((case.path.parent / sp).resolve())
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return importlib.import_module(name)
+
+
+def replay_case(case: Case) -> ReplayResult:
+    """Rebuild the program, re-run the check with the recorded options and seed, and compare
+    the verdict with the recorded one."""
+    from . import check
+
+    old = case.verdict
+    try:
+        fn, inputs = build_program(case)
+        rep = check(fn, *inputs, seed=case.seed, name=case.label, **case.options)
+    except CorpusError as e:
+        return ReplayResult("error", old, None, str(e), case)
+    except CheckInputError as e:
+        return ReplayResult("error", old, None, f"{case.path}: the check cannot run: {e}", case)
+    new = str(rep.verdict)
+    if new == old:
+        what = "still reproduces (a known finding)" if old in _BUGS else "reproduces"
+        return ReplayResult("reproduces", old, new, f"{case.path}: {what}: {new}", case, rep)
+    return ReplayResult("changed", old, new, changed_text(case, rep), case, rep)
+
+
+def changed_text(case: Case, rep) -> str:
+    """Old and new side by side."""
+    import torch
+
+    from . import __version__
+
+    new = expectation(rep)
+    old = case.expected
+
+    def wit(e):
+        w = e.get("witness")
+        return "-" if not w else f"J t = {_short(w['framework_rate'])} vs J_S t = {_short(w['stratum_rate'])}"
+
+    rows = [("verdict", old.get("verdict"), new["verdict"]),
+            ("tangent dim", f"{old.get('tangent_dim')}/{old.get('n_inputs')}",
+             f"{new['tangent_dim']}/{new['n_inputs']}"),
+            ("comparison", "exact" if old.get("exact_mode") else "tolerance",
+             "exact" if new["exact_mode"] else "tolerance"),
+            ("witness", wit(old), wit(new)),
+            ("torch", case.versions.get("torch", "?"), torch.__version__),
+            ("mtcheck", case.versions.get("mtcheck", "?"), __version__)]
+    w1 = max(len(str(r[1])) for r in rows + [("", "recorded", "")])
+    lines = [f"{case.path}: verdict changed for {case.label}: recorded {old.get('verdict')}, now {new['verdict']}",
+             f"  {'':<12} {'recorded':<{w1}}   now"]
+    lines += [f"  {a:<12} {str(b):<{w1}}   {c}" for a, b, c in rows]
+    if rep.mismatch:
+        lines.append("now: " + rep.mismatch.replace("\n", "\n  "))
+    lines.append("If the new verdict is right (fixed in torch, or an intended change), re-run with "
+                 "--mtcheck-update-corpus to rewrite the expectation.")
+    return "\n".join(lines)
+
+
+def _short(s: str, n: int = 40) -> str:
+    s = str(s)
+    if len(s) <= n:
+        return s
+    try:
+        num, _, den = s.partition("/")
+        val = int(num) / int(den or 1)
+        return f"~{val:.6g} ({len(s)} chars exact)"
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return s[:n] + "..."
+
+
+# ---------------------------------------------------------------------------- tensors
+
+def _dtype_name(dt) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _tensor_digest(t) -> list:
+    import torch
+
+    t = t.detach().contiguous()
+    data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return [_dtype_name(t.dtype), list(t.shape), hashlib.sha256(data).hexdigest()]
+
+
+def _encode_inline(t) -> dict:
+    d = {"dtype": _dtype_name(t.dtype), "shape": list(t.shape)}
+    flat = t.detach().reshape(-1)
+    if t.is_floating_point():
+        d["hex"] = [float(v).hex() for v in flat.double().tolist()]
+    else:
+        d["int"] = [int(v) for v in flat.tolist()]
+    return d
+
+
+def _decode_input(e: dict, tensors: dict):
+    import torch
+
+    dt = getattr(torch, e["dtype"])
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"unknown dtype {e['dtype']!r}")
+    shape = tuple(int(s) for s in e["shape"])
+    if "tensor" in e:
+        t = tensors.get(e["tensor"])
+        if t is None:
+            raise KeyError(f"input {e['tensor']} is not in the tensors file")
+        if t.dtype != dt or tuple(t.shape) != shape:
+            raise ValueError(f"input {e['tensor']} is {t.dtype}{list(t.shape)}, expected {dt}{list(shape)}")
+        return t
+    if "hex" in e:
+        vals = [float.fromhex(s) for s in e["hex"]]
+        t = torch.tensor(vals, dtype=torch.float64).to(dt)
+    else:
+        t = torch.tensor([int(v) for v in e["int"]], dtype=dt)
+    return t.reshape(shape)
+
+
+__all__ = ["SCHEMA_VERSION", "Case", "CorpusError", "ReplayResult", "save_case", "load_case", "iter_cases",
+           "case_from_report", "build_program", "replay_case"]

@@ -143,6 +143,10 @@ def mlp(dtype=torch.float64, seed=0, sizes=(64, 128, 128, 10)):
     return m, (_tie_image((1, sizes[0]), dtype, seed),)
 
 
+def mlp_small(dtype=torch.float64, seed=0):
+    return mlp(dtype, seed, sizes=(8, 16, 16, 4))
+
+
 def lenet(dtype=torch.float64, seed=0):
     m = dyadic_(LeNet(), seed, scale=0.5).to(dtype).eval()
     return m, (_tie_image((1, 1, 28, 28), dtype, seed, frac=0.3),)
@@ -180,6 +184,7 @@ ZOO = {
     "paper-max-xx": paper_max_xx,
     "paper-relu-w0": paper_relu_w0,
     "mlp": mlp,
+    "mlp-small": mlp_small,
     "lenet": lenet,
     "small-vgg": small_vgg,
     "residual-cnn": residual_cnn,

@@ -1,0 +1,404 @@
+"""Fuzz campaigns: workers that generate tie-heavy cases, check them exactly, and
+keep every finding in a corpus.
+
+The parent process owns the corpus and the statistics; workers (separate
+processes, each with its own seed) draw cases through hypothesis, so that a
+failing case is shrunk before it is reported. A finding is deduplicated by
+(program, verdict, kinds of kinks tied) and saved once, with a count.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# the default campaign: the paper's examples, a small model zoo, and generated networks
+DEFAULT_TARGETS = ("zoo:paper-boustany", "zoo:paper-maxpool", "zoo:paper-max-xx", "zoo:paper-relu-w0",
+                   "zoo:mlp-small", "zoo:residual-cnn", "generated")
+FINDING_VERDICTS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH")
+
+
+@dataclass
+class Config:
+    targets: list
+    corpus: Path
+    max_time: float | None = 60.0
+    max_examples: int | None = None
+    workers: int = 1
+    seed: int = 0
+    stop_on_failure: bool = False
+    stats: Path | None = None
+    dtype: str | None = None
+    input_shape: tuple | None = None
+    full: bool = False            # also decide differentiable / Clarke / forward mode (slower)
+    batch: int = 20               # hypothesis examples per exploration batch
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.time)
+    checks: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    strata: set = field(default_factory=set)
+    tie_kinds: Counter = field(default_factory=Counter)
+    deepest_tie: int = -1
+    last_new: float = field(default_factory=time.time)
+    findings: dict = field(default_factory=dict)     # key -> {"path", "count", "verdict", "program"}
+    errors: Counter = field(default_factory=Counter)
+    previous_checks: int = 0
+    worker_ready: float | None = None
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def rate(self) -> float:
+        t0 = self.worker_ready or self.started
+        dt = max(time.time() - t0, 1e-9)
+        return self.checks / dt
+
+    def as_json(self) -> dict:
+        return {
+            "elapsed_s": round(self.elapsed(), 3), "checks": self.checks, "checks_per_s": round(self.rate(), 3),
+            "checks_all_runs": self.checks + self.previous_checks,
+            "verdicts": dict(self.verdicts), "distinct_strata": len(self.strata),
+            "tie_kinds": {f"{k[0]}/{k[1]}": v for k, v in sorted(self.tie_kinds.items())},
+            "deepest_tied_layer": self.deepest_tie,
+            "since_last_new_pattern_s": round(time.time() - self.last_new, 3),
+            "findings": [{"key": k, **v} for k, v in self.findings.items()],
+            "errors": dict(self.errors),
+        }
+
+
+# ------------------------------------------------------------------------------ targets
+
+def resolve_target(target: str, dtype=None, input_shape=None):
+    """(program, example inputs, program_ref) for a target string."""
+    import importlib
+
+    import torch
+
+    from . import zoo
+
+    dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if target.startswith("zoo:"):
+        name = target[4:]
+        if name not in zoo.ZOO:
+            raise KeyError(f"no built-in model {name!r}; known: {', '.join(sorted(zoo.ZOO))}")
+        prog, inputs = zoo.ZOO[name](dtype=dt or torch.float64)
+        return prog, tuple(inputs), target
+    if ":" in target:
+        mod, _, attr = target.partition(":")
+        obj = getattr(importlib.import_module(mod), attr)
+        made = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
+        if isinstance(made, tuple) and len(made) == 2:
+            prog, inputs = made
+            inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+        else:
+            prog = made
+            if input_shape is None:
+                raise ValueError(f"{target} returned a model without example inputs: give --input-shape")
+            inputs = (torch.zeros(input_shape, dtype=dt or torch.float32),)
+        if isinstance(prog, torch.nn.Module):
+            prog.eval()
+        return prog, inputs, target
+    raise KeyError(f"unknown target {target!r}: use zoo:<name>, package.module:factory or 'generated'")
+
+
+# ------------------------------------------------------------------------------ case generation
+
+def _tie_tensor_strategy(shape, dtype):
+    """Tie-heavy tensors of a fixed shape (mtcheck.strategies.tie_inputs when available)."""
+    try:
+        from .strategies import tie_inputs
+
+        return tie_inputs(tuple(shape), dtype=dtype)
+    except Exception:  # noqa: BLE001 - the strategies module is optional here
+        pass
+    import torch
+    from hypothesis import strategies as st
+
+    n = 1
+    for s in shape:
+        n *= s
+    vals = st.sampled_from([0.0, 0.0, 0.5, -0.5, 1.0, -1.0, 0.25, 2.0])
+
+    @st.composite
+    def draw(d):
+        base = d(vals)
+        mode = d(st.sampled_from(["constant", "sparse", "grid"]))
+        if mode == "constant":
+            data = [base] * n
+        elif mode == "sparse":
+            data = [base] * n
+            for _ in range(d(st.integers(0, min(n, 8)))):
+                data[d(st.integers(0, n - 1))] = d(vals)
+        else:
+            data = d(st.lists(vals, min_size=n, max_size=n))
+        return torch.tensor(data, dtype=dtype).reshape(shape)
+
+    return draw()
+
+
+def case_strategy(target: str, cfg: Config):
+    """A hypothesis strategy of (program, inputs, program_ref) for one target."""
+    from hypothesis import strategies as st
+
+    if target == "generated":
+        from .strategies import networks, tie_inputs
+
+        @st.composite
+        def gen(d):
+            spec = d(networks())
+            net = spec.build()
+            x = d(tie_inputs(tuple(spec.input_shape), dtype=spec.torch_dtype))
+            return net, (x,), spec
+
+        return gen()
+    prog, inputs, ref = resolve_target(target, cfg.dtype, cfg.input_shape)
+    parts = [_tie_tensor_strategy(tuple(x.shape), x.dtype) if x.is_floating_point() else st.just(x)
+             for x in inputs]
+    return st.tuples(*parts).map(lambda xs: (prog, tuple(xs), ref))
+
+
+# ------------------------------------------------------------------------------ workers
+
+class _Found(Exception):
+    def __init__(self, payload):
+        super().__init__(payload["verdict"])
+        self.payload = payload
+
+
+def _summarize(rep):
+    kinds, depth = [], -1
+    for i, e in enumerate(rep.pattern or []):
+        tie = e.counts.get("tie", 0)
+        if tie:
+            kinds.append((e.kind, "many" if e.counts.get("tied windows", 0) and tie > 1 else "two" if tie == 1 else "many"))
+            depth = max(depth, i)
+    sig = tuple((e.label.split("#")[0], tuple(sorted(e.counts.items()))) for e in (rep.pattern or []))
+    return kinds, depth, hash(sig)
+
+
+def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    import mtcheck
+
+    torch.set_num_threads(1)
+    rng = random.Random(cfg.seed * 1000 + wid)
+    strategies = {}
+    out.put(("ready", wid, time.time()))
+    done = 0
+    while not stop.is_set():
+        target = rng.choice(cfg.targets)
+        try:
+            if target not in strategies:
+                strategies[target] = case_strategy(target, cfg)
+        except Exception as e:  # noqa: BLE001 - report and drop the target
+            out.put(("error", wid, f"{target}: {type(e).__name__}: {e}"))
+            cfg.targets = [t for t in cfg.targets if t != target]
+            if not cfg.targets:
+                return
+            continue
+        opts = dict(neighbours=cfg.full, forward_mode=cfg.full)
+
+        @settings(max_examples=cfg.batch, deadline=None, database=None, derandomize=False,
+                  phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
+                  print_blob=False)
+        @given(strategies[target])
+        def prop(case):
+            if stop.is_set():
+                return
+            prog, inputs, ref = case
+            try:
+                rep = mtcheck.check(prog, *inputs, **opts)
+            except mtcheck.CheckInputError as e:
+                out.put(("error", wid, f"{type(e).__name__}: {str(e)[:200]}"))
+                return
+            kinds, depth, sig = _summarize(rep)
+            out.put(("check", wid, str(rep.verdict), kinds, depth, sig))
+            if str(rep.verdict) in FINDING_VERDICTS:
+                ops = sorted({e.kind for e in rep.pattern if e.counts.get("tie", 0)} or {"smooth"})
+                raise _Found({"verdict": str(rep.verdict), "target": target, "ref": ref, "prog": prog,
+                              "inputs": inputs, "report": rep, "ops": ops})
+
+        prop = seed(rng.getrandbits(64))(prop)
+        try:
+            prop()
+        except _Found as f:
+            p = f.payload
+            out.put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg, rng)))
+        except Exception as e:  # noqa: BLE001 - a broken strategy or program must not kill the campaign
+            out.put(("error", wid, f"{target}: {type(e).__name__}: {str(e)[:200]}"))
+        done += 1
+
+
+def _serial_case(p, cfg, rng):
+    """The finding as a corpus Case (pickled only over the worker pipe, never to disk)."""
+    from .corpus import case_from_report
+
+    ref = p["ref"]
+    return case_from_report(ref, p["inputs"], p["report"], seed=cfg.seed, program=p["prog"],
+                            options=dict(neighbours=cfg.full, forward_mode=cfg.full),
+                            origin={"campaign": "mtcheck fuzz", "target": p["target"]})
+
+
+# ------------------------------------------------------------------------------ parent
+
+class Campaign:
+    def __init__(self, cfg: Config, ui=None):
+        self.cfg = cfg
+        self.stats = Stats()
+        self.ui = ui
+        self.interrupted = False
+
+    def _load_previous(self):
+        from .corpus import CorpusError, iter_cases
+
+        self.cfg.corpus.mkdir(parents=True, exist_ok=True)
+        for path, case in iter_cases([self.cfg.corpus]):
+            if isinstance(case, CorpusError):
+                continue
+            origin = case.origin or {}
+            key = origin.get("finding_key")
+            if key:
+                self.stats.findings.setdefault(key, {"path": str(path), "count": int(origin.get("count", 1)),
+                                                     "verdict": case.verdict, "program": case.label,
+                                                     "previous_run": True})
+        if self.cfg.stats and self.cfg.stats.exists():
+            try:
+                prev = json.loads(self.cfg.stats.read_text())
+                self.stats.previous_checks = int(prev.get("checks_all_runs", prev.get("checks", 0)))
+            except (ValueError, OSError):
+                pass
+
+    def _on_finding(self, target, verdict, ops, case):
+        import dataclasses
+
+        from .corpus import save_case
+
+        key = f"{target}|{verdict}|{'+'.join(ops)}"
+        f = self.stats.findings.get(key)
+        if f is not None:
+            f["count"] += 1
+            return False
+        case = dataclasses.replace(case, origin={**case.origin, "finding_key": key, "count": 1})
+        path = save_case(self.cfg.corpus, case)
+        self.stats.findings[key] = {"path": str(path), "count": 1, "verdict": verdict, "program": case.label}
+        return True
+
+    def _handle(self, msg):
+        kind = msg[0]
+        s = self.stats
+        if kind == "ready":
+            s.worker_ready = s.worker_ready or msg[2]
+        elif kind == "check":
+            _, _, verdict, kinds, depth, sig = msg
+            s.checks += 1
+            s.verdicts[verdict] += 1
+            new = sig not in s.strata
+            for k in kinds:
+                if k not in s.tie_kinds:
+                    new = True
+                s.tie_kinds[tuple(k)] += 1
+            s.strata.add(sig)
+            if depth > s.deepest_tie:
+                s.deepest_tie = depth
+                new = True
+            if new:
+                s.last_new = time.time()
+        elif kind == "finding":
+            _, _, target, verdict, ops, case = msg
+            self._on_finding(target, verdict, ops, case)
+        elif kind == "error":
+            s.errors[msg[2][:120]] += 1
+
+    def _write_stats(self):
+        if self.cfg.stats:
+            tmp = self.cfg.stats.with_name(self.cfg.stats.name + f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.stats.as_json(), indent=1))
+            os.replace(tmp, self.cfg.stats)
+
+    def _done(self) -> bool:
+        c = self.cfg
+        if c.max_time is not None and self.stats.elapsed() >= c.max_time:
+            return True
+        if c.max_examples is not None and self.stats.checks >= c.max_examples:
+            return True
+        if c.stop_on_failure and self.stats.findings and any(not f.get("previous_run") for f in
+                                                             self.stats.findings.values()):
+            return True
+        return False
+
+    def run(self) -> int:
+        self._load_previous()
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        stop = ctx.Event()
+        procs = [ctx.Process(target=_worker, args=(i, self.cfg, q, stop), daemon=True)
+                 for i in range(self.cfg.workers)]
+        old_term = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+        for p in procs:
+            p.start()
+        last_stats = 0.0
+        try:
+            while not self._done():
+                try:
+                    msg = q.get(timeout=0.2)
+                    self._handle(msg)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs):
+                        break
+                now = time.time()
+                if now - last_stats > 1.0:
+                    self._write_stats()
+                    if self.ui:
+                        self.ui(self.stats, final=False)
+                    last_stats = now
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            stop.set()
+            deadline = time.time() + (0.5 if self.interrupted else 3.0)
+            while time.time() < deadline and any(p.is_alive() for p in procs):
+                self._drain(q, 0.1)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+            self._drain(q, 0.0)
+            signal.signal(signal.SIGTERM, old_term)
+            self._write_stats()
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        new = [f for f in self.stats.findings.values() if not f.get("previous_run")]
+        return EXIT_FINDINGS if new else EXIT_OK
+
+    def _drain(self, q, timeout):
+        while True:
+            try:
+                msg = q.get(timeout=timeout) if timeout else q.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return
+            try:
+                self._handle(msg)
+            except Exception:  # noqa: BLE001 - never lose the rest while draining
+                pass

@@ -1,0 +1,93 @@
+"""`mtcheck fuzz`, `mtcheck replay`, `mtcheck check` as a user runs them (real processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def run_cli(*args, timeout=120, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "mtcheck.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+def test_campaign_finds_saves_and_replays_a_planted_bug(tmp_path):
+    corpus = tmp_path / "corpus"
+    r = run_cli("fuzz", "--model", "planted_models:planted", "--max-time", "40", "-n", "1", "--seed", "1",
+                "--stop-on-failure", "--corpus", str(corpus))
+    assert r.returncode == 1, r.stdout + r.stderr
+    cases = sorted(corpus.glob("case-*.json"))
+    assert len(cases) == 1
+    assert "NOT_ASSOCIATED" in r.stdout or "SMOOTH_WRONG" in r.stdout
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["findings"] and stats["checks"] >= 1
+    rr = run_cli("replay", str(corpus))
+    assert rr.returncode == 0, rr.stdout + rr.stderr
+    assert "1 reproduce, 0 changed" in rr.stdout
+    rc = run_cli("check", "--case", str(cases[0]))
+    assert rc.returncode == 1
+    assert "witness" in rc.stdout or "Mismatched" in rc.stdout
+
+
+def test_sigint_keeps_the_corpus_and_exits_130(tmp_path):
+    corpus = tmp_path / "corpus"
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    p = subprocess.Popen([sys.executable, "-m", "mtcheck.cli", "fuzz", "--model", "planted_models:planted",
+                          "--model", "planted_models:slow_ok", "--max-time", "120", "-n", "2", "--corpus", str(corpus)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stats = corpus / "stats.json"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if stats.exists() and json.loads(stats.read_text() or "{}").get("findings"):
+            break
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, out + err
+    assert "interrupted" in out
+    data = json.loads(stats.read_text())
+    for f in data["findings"]:
+        assert Path(f["path"]).exists()
+        json.loads(Path(f["path"]).read_text())       # intact JSON
+    # a campaign started again on the same corpus carries on: old findings are known, not re-saved
+    r = run_cli("fuzz", "--model", "planted_models:planted", "--max-examples", "5", "-n", "1", "--corpus", str(corpus))
+    assert r.returncode in (0, 1)
+    assert "earlier run" in r.stdout
+
+
+def test_two_workers_lose_no_case(tmp_path):
+    corpus = tmp_path / "corpus"
+    r = run_cli("fuzz", "--model", "planted_models:planted", "--model", "zoo:paper-boustany", "--max-time", "30",
+                "-n", "2", "--corpus", str(corpus))
+    assert r.returncode == 1, r.stdout + r.stderr
+    stats = json.loads((corpus / "stats.json").read_text())
+    paths = {f["path"] for f in stats["findings"]}
+    on_disk = {str(p) for p in corpus.glob("case-*.json")}
+    assert paths == on_disk                      # every finding saved once, nothing else
+    assert sum(stats["verdicts"].values()) == stats["checks"]
+
+
+def test_replay_reports_a_corrupt_file_and_runs_the_rest(tmp_path):
+    corpus = tmp_path / "corpus"
+    r = run_cli("fuzz", "--model", "planted_models:planted", "--max-time", "40", "-n", "1", "--seed", "1",
+                "--stop-on-failure", "--corpus", str(corpus))
+    assert r.returncode == 1
+    (corpus / "case-0000000000000000000000000000000000000000.json").write_text('{"schema": 1, "program": ')
+    rr = run_cli("replay", str(corpus))
+    assert rr.returncode == 1
+    assert "LOAD ERROR" in rr.stdout and "case-0000" in rr.stdout
+    assert "1 reproduce, 0 changed, 1 failed" in rr.stdout
+
+
+def test_usage_error_exits_2(tmp_path):
+    r = run_cli("fuzz", "--model", "zoo:no-such-model", "--corpus", str(tmp_path))
+    assert r.returncode == 2
+    assert "no built-in model" in r.stderr

@@ -103,6 +103,10 @@ def sign(a) -> np.ndarray:
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact product of two 2-D object arrays."""
+    if _is_ft(a) or _is_ft(b):
+        from ._fastfloat import matmul as _fm
+
+        return _fm(a, b)
     r, k = a.shape
     k2, c = b.shape
     assert k == k2, (a.shape, b.shape)
@@ -130,6 +134,10 @@ def _fix_ints(a: np.ndarray) -> np.ndarray:
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact ``a @ b`` with numpy's matmul broadcasting rules (a, b at least 1-D)."""
+    if _is_ft(a) or _is_ft(b):
+        from ._fastfloat import matmul as _fm
+
+        return _fm(a, b)
     a = np.asarray(a, dtype=object)
     b = np.asarray(b, dtype=object)
     squeeze_a = squeeze_b = False
@@ -150,7 +158,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         b2 = np.broadcast_to(b, batch + b.shape[-2:])
         out = zeros(batch + (a.shape[-2], b.shape[-1]))
         for idx in np.ndindex(*batch):
-            out[idx] = matmul2d(np.ascontiguousarray(a2[idx]), np.ascontiguousarray(b2[idx]))
+            out[idx] = matmul2d(a2[idx], b2[idx])
     if squeeze_a:
         out = out[..., 0, :]
     if squeeze_b:
@@ -188,6 +196,12 @@ def rank_and_nullspace(rows: np.ndarray, n: int):
     for j, col in enumerate(cols):
         basis[:, j] = col
     return n - nullity, basis
+
+
+def _is_ft(a) -> bool:
+    from ._fastfloat import FT
+
+    return isinstance(a, FT)
 
 
 def identity(n: int) -> np.ndarray:

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 
 from . import framework
-from ._exact import Q0, Q1, from_floats, from_tensor, fmt, is_zero, matmul2d, q, rank_and_nullspace, to_float, zeros
+import flint
+
+from ._exact import Q0, Q1, from_floats, from_tensor, fmt, is_zero, matmul2d, q, to_float, zeros
+from ._kernel import KernelUndecided, kernel, rows_to_int
 from .model import ExactModel, case_keys
 from .report import Report, Verdict, Witness
 from .strata import SolverLimits, cone_nonempty, find_direction_outside, in_convex_hull, membership
@@ -93,22 +96,31 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     J_S = model.output_jacobian(ev, tans, n)
     m = J_S.shape[0]
     rep.n_outputs = m
-    tie_rows, tie_vals, strict_vals = [], [], []
+    tie_rows, strict_vals = [], []
     for node, d in zip(tr.nodes, ev.discs):
         for disc in d:
             s = disc.signs()
             if (s == 0).any():
-                rows = model.disc_rows(ev, tans, node.index, disc, n)
-                tie_rows.append(rows[s == 0])
-            strict_vals.extend(disc.values[s != 0][:64].tolist())
-    A = np.concatenate(tie_rows, axis=0) if tie_rows else zeros((0, n))
-    A = A[[not is_zero(r) for r in A]] if A.shape[0] else A
-    rank, N = rank_and_nullspace(A, n)
-    rep.tangent_dim = n - rank
+                tie_rows.append(rows_to_int(model.disc_rows(ev, tans, node.index, disc, n, select=(s == 0),
+                                                            exact=False)))
+            if len(strict_vals) < 64:
+                strict_vals.extend(disc.values[s != 0][:64 - len(strict_vals)].tolist())
+    A = np.concatenate(tie_rows, axis=0) if tie_rows else np.zeros((0, n), dtype=object)
+    A = A[[any(v != 0 for v in r) for r in A]] if A.shape[0] else A
+    try:
+        rank, N = kernel(A)
+    except KernelUndecided as e:
+        rank, N = None, None
+        rep.reasons["tangent space"] = str(e)
+    rep.tangent_dim = None if rank is None else n - rank
     clock["exact derivatives+tangent space"] = time.perf_counter() - t1
 
     x_flat = np.concatenate([x_exact[i].ravel() for i in wrt])
-    mem = membership(x_flat, A, matmul2d(A, x_flat[:, None])[:, 0] if A.shape[0] else [], strict_vals, lim)
+    A_spot = A[:16]
+    mem = membership(x_flat, A_spot, [sum((int(c) * v for c, v in zip(r, x_flat.tolist()) if c), Q0) for r in A_spot],
+                     strict_vals, lim)
+    if rank is None:
+        mem = type(mem)(None, rep.reasons["tangent space"])
 
     # --- the framework
     t2 = time.perf_counter()
@@ -128,10 +140,12 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     if not finite:
         D_ok = False
         rep.mismatch = "the framework's gradient holds a non-finite value (NaN or inf)"
+    elif rank is None:
+        D_ok = False
     else:
         J_fw_e = from_floats(J_fw)
         D = J_fw_e - J_S
-        DN = matmul2d(D, N) if N.shape[1] else zeros((m, 0))
+        DN = _times_kernel(D, N)
         D_ok = is_zero(DN)
         if not D_ok and rep.exact_mode:
             # The forward replays exact values, but the backward may still round (a
@@ -166,6 +180,8 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         rep.verdict = Verdict.ASSOCIATED if D_ok else Verdict.NOT_ASSOCIATED
     if finite and rep.verdict in (Verdict.NOT_ASSOCIATED, Verdict.SMOOTH_WRONG):
         rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN if rep.exact_mode else _float_dn(J_fw, J_S, N))
+    if rank is None and rep.verdict not in (Verdict.NONLINEAR_VJP, Verdict.ROUNDING_BRANCH):
+        rep.verdict = Verdict.UNKNOWN
 
     # --- neighbouring strata: differentiable, true gradient, Clarke
     t3 = time.perf_counter()
@@ -175,7 +191,7 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         rep.true_gradient_match = D_ok if finite else False
         rep.clarke = rep.true_gradient_match if m == 1 else None
         rep.pieces = 1
-    elif neighbours and finite:
+    elif neighbours and finite and rank is not None:
         _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol)
     else:
         rep.reasons["differentiable"] = "neighbouring strata not enumerated (neighbours=False)"
@@ -224,8 +240,47 @@ def _same(a: np.ndarray, b: np.ndarray, exact: bool, tol) -> bool:
     return bool((np.abs(a - b) <= atol + rtol * np.abs(b)).all())
 
 
-def _orthonormal(N: np.ndarray) -> np.ndarray:
-    Nf = to_float(N)
+def _times_kernel(D, N) -> np.ndarray:
+    """D @ N exactly, for an exact (m, n) rational D and an fmpz_mat kernel basis N: (m, n - rank) fmpq."""
+    m = D.shape[0]
+    if N.ncols() == 0:
+        return zeros((m, 0))
+    Di = rows_to_int(D)
+    scale = [_row_scale(D[i], Di[i]) for i in range(m)]
+    P = flint.fmpz_mat(m, D.shape[1], Di.ravel().tolist()) * N
+    out = zeros((m, N.ncols()))
+    for i in range(m):
+        for j in range(N.ncols()):
+            v = int(P[i, j])
+            if v:
+                out[i, j] = q(v) * scale[i]
+    return out
+
+
+def _row_scale(row, ints):
+    """The rational s with row = s * ints (rows_to_int scaled the row by 1/s)."""
+    for v, k in zip(row.tolist(), ints.tolist()):
+        if k:
+            return q(v) / k
+    return Q1
+
+
+def _kernel_array(N) -> np.ndarray:
+    """An fmpz_mat kernel basis as an (n, d) fmpq object array."""
+    n, d = N.nrows(), N.ncols()
+    out = zeros((n, d))
+    ent = N.entries()
+    for i in range(n):
+        for j in range(d):
+            v = int(ent[i * d + j])
+            if v:
+                out[i, j] = q(v)
+    return out
+
+
+def _orthonormal(N) -> np.ndarray:
+    Nf = np.array([float(int(v)) for v in N.entries()], dtype=np.float64).reshape(N.nrows(), N.ncols()) \
+        if isinstance(N, flint.fmpz_mat) else to_float(N)
     if Nf.shape[1] == 0:
         return Nf
     qm, _ = np.linalg.qr(Nf)
@@ -267,7 +322,7 @@ def _exact_mismatch(J_fw, J_S, N, DN, rank):
     if rank == 0:
         a, b = J_fw, Jsf
     else:
-        Nf = to_float(N)
+        Nf = to_float(_kernel_array(N))
         a, b = J_fw @ Nf, Jsf @ Nf
     diff = np.abs(a - b)
     bad = ~is_zero_mask(DN) if rank else (from_floats(J_fw) != J_S)
@@ -279,7 +334,10 @@ def is_zero_mask(DN):
 
 
 def _float_dn(J_fw, J_S, N):
-    return from_floats(J_fw @ to_float(N) - to_float(J_S) @ to_float(N)) if N.shape[1] else zeros((J_fw.shape[0], 0))
+    if N.ncols() == 0:
+        return zeros((J_fw.shape[0], 0))
+    Nf = to_float(_kernel_array(N))
+    return from_floats(J_fw @ Nf - to_float(J_S) @ Nf)
 
 
 def _apply_step(x_exact, wrt, t, h):
@@ -295,7 +353,7 @@ def _apply_step(x_exact, wrt, t, h):
 def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN) -> Witness:
     absdn = np.vectorize(lambda v: abs(q(v)), otypes=[object])(DN) if DN.size else DN
     i, j = np.unravel_index(int(np.argmax(to_float(absdn))), DN.shape)
-    t = N[:, j]
+    t = np.array([q(int(N[r, j])) for r in range(N.nrows())], dtype=object)
     fw_rate = matmul2d(J_fw_e[i:i + 1], t[:, None])[0, 0]
     s_rate = matmul2d(J_S[i:i + 1], t[:, None])[0, 0]
     w = Witness(int(i), list(t), fw_rate, s_rate)
@@ -454,19 +512,17 @@ def _probe(fn, tr, model, x_exact, leaves, wrt, n, t, rng):
             for node, d in zip(mp.trace.nodes, evp.discs):
                 for disc in d:
                     s = disc.signs()
-                    rows = None
                     if (s == 0).any():
-                        rows = mp.disc_rows(evp, full, node.index, disc, n)
-                        if any(not is_zero(r) for r in rows[s == 0]):
+                        tied = rows_to_int(mp.disc_rows(evp, full, node.index, disc, n, select=(s == 0), exact=False))
+                        if any(any(v != 0 for v in r) for r in tied):
                             generic = False
                             break
                     rate = mp.disc_rows(evp, one, node.index, disc, 1)[:, 0]
                     active = (s != 0) & (disc.values - rate * h == 0)
                     if active.any():
-                        if rows is None:
-                            rows = mp.disc_rows(evp, full, node.index, disc, n)
-                        for r, sg in zip(rows[active], s[active]):
-                            cone.append(np.asarray(r * int(sg), dtype=object))
+                        rows = rows_to_int(mp.disc_rows(evp, full, node.index, disc, n, select=active, exact=False))
+                        for r, sg in zip(rows, s[active]):
+                            cone.append(np.asarray([v * int(sg) for v in r], dtype=object))
                 if not generic:
                     break
             if not generic:

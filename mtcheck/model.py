@@ -176,14 +176,34 @@ class ExactModel:
             raise UnsupportedOpError(node.op, node.where, str(e)) from None
 
     # ---------------------------------------------------------------- derivatives
-    def linearize(self, ev: Evaluation, wrt: list, directions=None):
+    def linearize(self, ev: Evaluation, wrt: list, directions=None, fast: bool = True):
         """Forward-mode derivatives on the stratum of ``ev``.
 
         ``directions`` is a (B, n) exact array of input directions (n = total size
         of the ``wrt`` inputs); the default is the identity (full Jacobians).
-        Returns a dict Ref -> tangent array of shape (B,) + value shape, or None
-        for values that do not depend on the directions.
+        Returns a dict Ref -> tangent array of shape (B,) + value shape (fmpq
+        objects, or verified-exact float64 :class:`~mtcheck._fastfloat.FT` arrays
+        on the fast path); absent for values that do not depend on the directions.
+
+        The fast path computes in float64 with every operation checked to be
+        exact; if one cannot be shown exact, the whole pass is redone in rationals.
         """
+        if fast:
+            from ._fastfloat import Inexact, to_float_exact, wrap
+
+            try:
+                n = sum(ev.inputs[i].size for i in wrt)
+                d = wrap(np.eye(n)) if directions is None else wrap(to_float_exact(directions))
+                return self._linearize(ev, wrt, d, fast=True)
+            except (Inexact, TypeError):
+                # TypeError: a plain float met an exact rational (a rule left the verified
+                # path); the rational pass below recomputes everything
+                pass
+        return self._linearize(ev, wrt, directions, fast=False)
+
+    def _linearize(self, ev, wrt, directions, fast):
+        from ._fastfloat import FT, Inexact
+
         sizes = [ev.inputs[i].size for i in wrt]
         n = sum(sizes)
         if directions is None:
@@ -194,8 +214,7 @@ class ExactModel:
         tans: dict = {}
         off = 0
         for i, s in zip(wrt, sizes):
-            tans[Ref("in", i)] = np.ascontiguousarray(directions[:, off:off + s]).reshape(
-                (B,) + ev.inputs[i].shape)
+            tans[Ref("in", i)] = directions[:, off:off + s].reshape((B,) + ev.inputs[i].shape)
             off += s
         for node, rule, ctx in zip(self.trace.nodes, self.rules, ev.ctxs):
             targs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.args,
@@ -212,16 +231,35 @@ class ExactModel:
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)
             t = self._call(node, rule.jvp, ctx, args, kwargs, out, targs, tkwargs)
-            if isinstance(t, tuple):
-                for j, tj in enumerate(t):
-                    if tj is not None:
-                        tans[Ref("node", node.index, j)] = np.asarray(tj, dtype=object)
-            elif t is not None:
-                tans[Ref("node", node.index, 0)] = np.asarray(t, dtype=object)
+            for j, tj in enumerate(t if isinstance(t, tuple) else (t,)):
+                if tj is None:
+                    continue
+                if fast:
+                    if not isinstance(tj, FT):
+                        raise Inexact(f"{node.op} left the verified float path")
+                    tans[Ref("node", node.index, j)] = tj
+                else:
+                    tans[Ref("node", node.index, j)] = np.asarray(tj, dtype=object)
         return tans
 
-    def disc_rows(self, ev: Evaluation, tans: dict, node_index: int, disc: Disc, B: int):
-        """Tangent rows (len, B) of a node's discriminants: d(disc)/d(direction)."""
+    def disc_rows(self, ev: Evaluation, tans: dict, node_index: int, disc: Disc, B: int, select=None,
+                  exact: bool = True):
+        """Tangent rows (len, B) of a node's discriminants: d(disc)/d(direction).
+
+        ``select`` (bool mask or indices) keeps only some discriminants. With
+        ``exact=False`` rows computed on the verified-float path stay float64
+        (their values are exact dyadics) instead of becoming fmpq objects.
+        """
+        if select is not None:
+            sel = np.nonzero(select)[0] if np.asarray(select).dtype == bool else np.asarray(select)
+            disc = Disc(disc.label, disc.a, None if disc.idx_a is None else disc.idx_a[sel], disc.b,
+                        None if disc.idx_b is None else disc.idx_b[sel],
+                        disc.const[sel] if isinstance(disc.const, np.ndarray) else disc.const,
+                        disc.values[sel], disc.group[sel], disc.max_type, disc.negate, disc.branch)
+        if not exact:
+            fl = self._float_rows(tans, node_index, disc, B)
+            if fl is not None:
+                return fl
         node = self.trace.nodes[node_index]
         leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
                   if isinstance(v, Ref) or _is_tensor_like(v)]
@@ -230,14 +268,44 @@ class ExactModel:
         if disc.a is not None:
             ta = tans.get(leaves[disc.a]) if isinstance(leaves[disc.a], Ref) else None
             if ta is not None:
-                rows = rows + ta.reshape(B, -1)[:, disc.idx_a]
+                rows = rows + _exact_t(ta.reshape(B, -1)[:, disc.idx_a])
         if disc.b is not None:
             tb = tans.get(leaves[disc.b]) if isinstance(leaves[disc.b], Ref) else None
             if tb is not None:
-                rows = rows - tb.reshape(B, -1)[:, disc.idx_b]
+                rows = rows - _exact_t(tb.reshape(B, -1)[:, disc.idx_b])
         if disc.negate:
             rows = -rows
         return np.asarray(rows, dtype=object).T
+
+    def _float_rows(self, tans, node_index, disc, B):
+        from ._fastfloat import FT
+
+        node = self.trace.nodes[node_index]
+        leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                  if isinstance(v, Ref) or _is_tensor_like(v)]
+        parts = []
+        for pos, idx, sign in ((disc.a, disc.idx_a, 1), (disc.b, disc.idx_b, -1)):
+            if pos is None or not isinstance(leaves[pos], Ref):
+                continue
+            t = tans.get(leaves[pos])
+            if t is None:
+                continue
+            if not isinstance(t, FT):
+                return None
+            parts.append((t.view(np.ndarray).reshape(B, -1)[:, idx], sign))
+        rows = np.zeros((B, disc.values.size))
+        for block, sign in parts:
+            b = sign * block
+            s = rows + b
+            # TwoSum: the rounding error of rows + b, exactly; zero means the sum is exact
+            bb = s - rows
+            err = (rows - (s - bb)) + (b - bb)
+            if (err != 0).any() or not np.isfinite(s).all():
+                return None
+            rows = s
+        if disc.negate:
+            rows = -rows
+        return rows.T
 
     def output_jacobian(self, ev: Evaluation, tans: dict, B: int):
         """The exact Jacobian (m, B) of the flattened float outputs."""
@@ -250,7 +318,7 @@ class ExactModel:
             if tan is None:
                 rows.append(zeros((size, B)))
             else:
-                rows.append(np.asarray(tan.reshape(B, size).T, dtype=object))
+                rows.append(np.asarray(_exact_t(tan.reshape(B, size)).T, dtype=object))
         return np.concatenate(rows, axis=0) if rows else zeros((0, B))
 
     def output_values(self, ev: Evaluation):
@@ -304,6 +372,13 @@ class ExactModel:
         for d in ev.discs:
             sig.append(tuple(bytes(disc.signs().tobytes()) for disc in d))
         return tuple(sig)
+
+
+def _exact_t(t):
+    """A tangent block as exact rationals (verified floats are converted exactly)."""
+    from ._fastfloat import FT, to_exact
+
+    return to_exact(t) if isinstance(t, FT) else t
 
 
 def _normalize(out):

@@ -35,7 +35,11 @@ def make_solver(lim: SolverLimits) -> z3.Solver:
 
 
 def _rv(v):
+    if isinstance(v, int):
+        return z3.RealVal(v)
     v = q(v)
+    if int(v.q) == 1:
+        return z3.RealVal(int(v.p))
     return z3.Q(int(v.p), int(v.q))
 
 

@@ -52,8 +52,22 @@ def scale_t(t, c):
     return t * q(c)
 
 
-def zeros_t(B, shape):
+def zeros_t(B, shape, like=None):
+    """Zero tangents, of the same kind (exact objects or verified floats) as ``like``."""
+    from .._fastfloat import FT, wrap
+
+    if isinstance(like, FT):
+        return wrap(np.zeros((B,) + tuple(shape)))
     return zeros((B,) + tuple(shape))
+
+
+def tan(x):
+    """A tangent result as an array of its own kind (verified floats stay verified floats)."""
+    from .._fastfloat import FT
+
+    if x is None or isinstance(x, FT):
+        return x
+    return np.asarray(x, dtype=object)
 
 
 def shape_of(v):
@@ -92,5 +106,5 @@ def ensure_obj(a):
     return as_exact(a)
 
 
-__all__ = ["Q0", "tensor_leaves", "bcast_tangent", "bcast_index", "add_t", "scale_t", "zeros_t",
+__all__ = ["Q0", "tensor_leaves", "bcast_tangent", "bcast_index", "add_t", "scale_t", "zeros_t", "tan",
            "shape_of", "exact_scalar", "where_mask", "ensure_obj"]

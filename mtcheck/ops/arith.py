@@ -6,7 +6,7 @@ import numpy as np
 
 from . import NotLipschitz, NotModelled, Rule, register
 from .._exact import Q0, Q1, as_exact, from_tensor, q
-from ._util import add_t, bcast_tangent, exact_scalar, scale_t, shape_of
+from ._util import add_t, bcast_tangent, exact_scalar, scale_t, shape_of, tan
 
 
 def _is_float_out(ctx):
@@ -184,7 +184,7 @@ class Sum(Rule):
         if x.ndim == 0:
             return t
         tdims = tuple(d + 1 for d in dims)
-        s = np.asarray(np.sum(t, axis=tdims, keepdims=keep), dtype=object)
+        s = tan(np.sum(t, axis=tdims, keepdims=keep))
         c = self.scale(x, dims)
         return s * c if c != Q1 else s
 

@@ -102,7 +102,8 @@ class IndexMap(Rule):
         tans = [t for v, t in zip(tensor_leaves(args), _tangent_leaves(args, targs)) if v.dtype == object]
         B = next(t.shape[0] for t in tans if t is not None)
         flat_t = np.concatenate(
-            [(t if t is not None else zeros_t(B, v.shape)).reshape(B, -1) for v, t in zip(vals, tans)], axis=1)
+            [(t if t is not None else zeros_t(B, v.shape, like=next(x for x in tans if x is not None))).reshape(B, -1)
+             for v, t in zip(vals, tans)], axis=1)
         res = []
         for m in ctx.aux["maps"]:
             safe = np.where(m >= 0, m, 0).ravel()

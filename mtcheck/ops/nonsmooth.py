@@ -8,7 +8,7 @@ import numpy as np
 
 from . import Disc, NotLipschitz, Rule, register
 from .._exact import Q0, as_exact, q, zeros
-from ._util import bcast_index, bcast_tangent, exact_scalar, shape_of
+from ._util import bcast_index, bcast_tangent, exact_scalar, shape_of, tan
 
 
 def _lift(v, ctx, dtype=None):
@@ -173,7 +173,7 @@ class _ClampBase(Rule):
         thi = bcast_tangent(targs[hi_pos], hi.shape, shape) if hi_pos is not None and hi_pos < len(targs) else None
         z = np.asarray(Q0, dtype=object)
         tm = np.where(m1[None], tx if tx is not None else z, tlo if tlo is not None else z)
-        return np.asarray(np.where(m2[None], tm, thi if thi is not None else z), dtype=object)
+        return tan(np.where(m2[None], tm, thi if thi is not None else z))
 
 
 def _const_vs(lo, hi, hi_pos, shape):
@@ -278,8 +278,8 @@ class BinaryMax(Rule):
         ta = bcast_tangent(targs[0], shape_of(args[0]), out.shape)
         tb = bcast_tangent(targs[1] if len(targs) > 1 else None, shape_of(args[1]), out.shape)
         z = np.asarray(Q0, dtype=object)
-        return np.asarray(np.where(ctx.aux["pick_a"][None], ta if ta is not None else z,
-                                   tb if tb is not None else z), dtype=object)
+        return tan(np.where(ctx.aux["pick_a"][None], ta if ta is not None else z,
+                            tb if tb is not None else z))
 
 
 # ---------------------------------------------------------------- reductions

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import Rule, register
 from .._exact import Q0, q, zeros
+from ._util import tan
 from ._windows import adaptive, sliding
 from .nonsmooth import select_windows, window_disc
 
@@ -185,7 +186,7 @@ class _AvgPool(Rule):
         vals = np.where((idx < 0)[None], Q0, vals)
         sums = vals.sum(axis=2) if K else zeros((R, O))
         inv = np.array([q(1) / int(v) for v in w], dtype=object)
-        return np.asarray(sums * inv[None, :], dtype=object).reshape(lead + tuple(out_sp))
+        return tan(sums * inv[None, :]).reshape(lead + tuple(out_sp))
 
     def forward(self, ctx, args, kwargs):
         return self._apply(args[0], args, kwargs)
@@ -221,7 +222,7 @@ class _AdaptiveAvg(Rule):
         vals = np.where((idx < 0)[None], Q0, x2[:, safe])
         cnt = (idx >= 0).sum(axis=1)
         inv = np.array([q(1) / int(c) for c in cnt], dtype=object)
-        return np.asarray(vals.sum(axis=2) * inv[None], dtype=object).reshape(lead + tuple(out_sp))
+        return tan(vals.sum(axis=2) * inv[None]).reshape(lead + tuple(out_sp))
 
     def forward(self, ctx, args, kwargs):
         return self._apply(args[0], args[1])

@@ -309,6 +309,18 @@ def select_windows(vals2d, valid, take_min=False, prefer=None):
     return np.asarray(best, dtype=object), winner, ties
 
 
+def winner_jvp(ctx, out, t):
+    """Derivative of a max/min over windows with the pattern fixed: each output follows
+    its window's winner (``ctx.aux['fidx']`` flat indices, ``ctx.aux['winner']`` columns).
+    A second output (indices) has no derivative."""
+    a = ctx.aux
+    B = t.shape[0]
+    src = a["fidx"][np.arange(a["fidx"].shape[0]), a["winner"]]
+    y = out[0] if isinstance(out, tuple) else out
+    res = t.reshape(B, -1)[:, src].reshape((B,) + y.shape)
+    return (res, None) if isinstance(out, tuple) else res
+
+
 def window_disc(label, pos, flat_idx, vals2d, valid, winner, take_min):
     """Max-type discriminants (each valid entry minus its window's winner, <= 0)."""
     G, K = vals2d.shape
@@ -370,13 +382,7 @@ class _Reduce(Rule):
                             self.take_min)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        a = ctx.aux
-        t = targs[0]
-        B = t.shape[0]
-        src = a["fidx"][np.arange(a["fidx"].shape[0]), a["winner"]]
-        y = out[0] if isinstance(out, tuple) else out
-        res = t.reshape(B, -1)[:, src].reshape((B,) + y.shape)
-        return (res, None) if isinstance(out, tuple) else res
+        return winner_jvp(ctx, out, targs[0])
 
 
 @register("aten.max.default", "aten.amax.default")

@@ -9,7 +9,7 @@ from . import Rule, register
 from .._exact import Q0, q, zeros
 from ._util import tan
 from ._windows import adaptive, sliding
-from .nonsmooth import select_windows, window_disc
+from .nonsmooth import select_windows, window_disc, winner_jvp
 
 
 def _layout(x, nsp):
@@ -64,13 +64,7 @@ class _MaxPool(Rule):
         return [window_disc("window", 0, a["fidx"], a["vals"], a["valid"], a["winner"], False)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        a = ctx.aux
-        t = targs[0]
-        B = t.shape[0]
-        src = a["fidx"][np.arange(a["fidx"].shape[0]), a["winner"]]
-        y = out[0] if isinstance(out, tuple) else out
-        res = t.reshape(B, -1)[:, src].reshape((B,) + y.shape)
-        return (res, None) if isinstance(out, tuple) else res
+        return winner_jvp(ctx, out, targs[0])
 
 
 def _pool_args(args, kwargs, nsp):

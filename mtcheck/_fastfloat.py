@@ -182,6 +182,12 @@ class FT(np.ndarray):
             return wrap(np.cumsum(a, axis=axis))
         raise Inexact(f"numpy function {getattr(func, '__name__', func)}")
 
+    def __setitem__(self, key, value):
+        # an assignment changes values behind the cached granularity: forget it, and
+        # accept only values that are exact in float64
+        self._gran = _UNKNOWN
+        super().__setitem__(key, _plain(value) if not isinstance(value, (int, float)) else value)
+
     def sum(self, axis=None, keepdims=False, **kw):
         return _reduce_sum(self.view(np.ndarray), axis, keepdims)
 

@@ -12,7 +12,18 @@ __version__ = "0.1.0"
 
 from .errors import (CheckInputError, MtcheckError, NonFiniteError, OutsideTheoryError,  # noqa: E402
                      UnsupportedOpError)
-from .report import Report, Verdict, Witness  # noqa: E402
+
+_LAZY = {"Report": "report", "Verdict": "report", "Witness": "report"}
+
+
+def __getattr__(name):
+    # Report/Verdict/Witness pull in numpy and FLINT: import them on first use, so that
+    # `import mtcheck` (and the pytest plugin) stay cheap for projects that never check
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mtcheck' has no attribute {name!r}")
 
 
 def check(fn, *inputs, **options) -> "Report":

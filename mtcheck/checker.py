@@ -191,6 +191,10 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         rep.true_gradient_match = D_ok if finite else False
         rep.clarke = rep.true_gradient_match if m == 1 else None
         rep.pieces = 1
+    elif neighbours and finite and rank is not None and not _piecewise_affine(model, tans):
+        rep.reasons["differentiable"] = ("the program is not piecewise affine (it multiplies input-dependent values), "
+                                         "so Jacobians vary inside a stratum; the neighbouring-strata test is not done")
+        rep.reasons["Clarke"] = "needs the neighbouring strata (not enumerated)"
     elif neighbours and finite and rank is not None:
         _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol)
     else:
@@ -201,6 +205,32 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     rep.timings = clock
     rep.replay = _replay_text(rep.program, inputs, wrt)
     return rep
+
+
+_BILINEAR = ("aten.mul.", "aten.div.", "aten.mm.", "aten.bmm.", "aten.matmul.", "aten.mv.", "aten.dot.",
+             "aten.addmm.", "aten.addmv.", "aten.baddbmm.", "aten.addbmm.", "aten.convolution.", "aten._convolution.",
+             "aten.mul_.", "aten.div_.")
+_NONAFFINE = ("aten.pow.", "aten.square.", "aten.hardswish.", "aten.smooth_l1_loss.", "aten.huber_loss.",
+              "aten.multi_margin_loss.", "aten._prelu_kernel.", "aten.mse_loss.")
+
+
+def _piecewise_affine(model, tans) -> bool:
+    """True when, with the pattern fixed, every node is an affine function of the inputs:
+    no product of two input-dependent values, no polynomial op."""
+    import torch.utils._pytree as pytree
+
+    from .trace import Ref
+
+    for node in model.trace.nodes:
+        if node.op.startswith(_NONAFFINE):
+            return False
+        if node.op.startswith(_BILINEAR):
+            live = [a for a in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                    if isinstance(a, Ref) and tans.get(a) is not None]
+            if len(live) > 1 or (node.op.startswith(("aten.div.", "aten.div_.")) and len(node.args) > 1
+                                 and isinstance(node.args[1], Ref) and tans.get(node.args[1]) is not None):
+                return False
+    return True
 
 
 def _name(fn) -> str:
@@ -278,9 +308,21 @@ def _kernel_array(N) -> np.ndarray:
     return out
 
 
+def _kernel_float(N) -> np.ndarray:
+    """A kernel basis as float64 columns, each scaled so that its largest entry has 60 bits
+    (the columns of an integer kernel can hold numbers far beyond float range)."""
+    n, d = N.nrows(), N.ncols()
+    ent = [int(v) for v in N.entries()]
+    out = np.zeros((n, d))
+    for j in range(d):
+        col = ent[j::d]
+        shift = max(max(abs(v).bit_length() for v in col) - 60, 0)
+        out[:, j] = [float(v >> shift) if v >= 0 else -float((-v) >> shift) for v in col]
+    return out
+
+
 def _orthonormal(N) -> np.ndarray:
-    Nf = np.array([float(int(v)) for v in N.entries()], dtype=np.float64).reshape(N.nrows(), N.ncols()) \
-        if isinstance(N, flint.fmpz_mat) else to_float(N)
+    Nf = _kernel_float(N) if isinstance(N, flint.fmpz_mat) else to_float(N)
     if Nf.shape[1] == 0:
         return Nf
     qm, _ = np.linalg.qr(Nf)
@@ -322,7 +364,7 @@ def _exact_mismatch(J_fw, J_S, N, DN, rank):
     if rank == 0:
         a, b = J_fw, Jsf
     else:
-        Nf = to_float(_kernel_array(N))
+        Nf = _kernel_float(N)
         a, b = J_fw @ Nf, Jsf @ Nf
     diff = np.abs(a - b)
     bad = ~is_zero_mask(DN) if rank else (from_floats(J_fw) != J_S)
@@ -336,7 +378,7 @@ def is_zero_mask(DN):
 def _float_dn(J_fw, J_S, N):
     if N.ncols() == 0:
         return zeros((J_fw.shape[0], 0))
-    Nf = to_float(_kernel_array(N))
+    Nf = _kernel_float(N)
     return from_floats(J_fw @ Nf - to_float(J_S) @ Nf)
 
 
@@ -359,7 +401,8 @@ def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN) -> Witness:
     w = Witness(int(i), list(t), fw_rate, s_rate)
     sig = ExactModel.signature(ev)
     f0 = model.output_values(ev)[i]
-    for k in range(0, 64):
+    k0 = max(max(abs(int(v.p)).bit_length() for v in t.tolist()) - 1, 0)
+    for k in range(k0, k0 + 64):
         h = q(1) / (1 << k)
         y = _apply_step(x_exact, wrt, t, h)
         try:
@@ -370,7 +413,7 @@ def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN) -> Witness:
             w.h, w.f_x, w.f_x_plus_ht = h, f0, model.output_values(ev2)[i]
             break
     else:
-        w.note = "no dyadic step h >= 2^-63 stays in the stratum along t"
+        w.note = f"no dyadic step h >= 2^-{k0 + 63} stays in the stratum along t"
     return w
 
 
@@ -423,9 +466,12 @@ def _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_p
     if m == 1 and pieces:
         pts = [J[0] for J in distinct]
         target = from_floats(J_fw[0])
-        if not rep.exact_mode:
-            rep.reasons["Clarke"] = "decided on the framework's float gradient, exactly"
-        ans = in_convex_hull(pts, target, lim)
+        slack = None
+        if not rep.exact_mode and tol is not None:
+            rtol_, atol_ = tol
+            slack = from_floats(atol_ + rtol_ * np.abs(J_fw[0]))
+            rep.reasons["Clarke"] = f"decided exactly for the framework's gradient within rtol={rtol_:g}, atol={atol_:g}"
+        ans = in_convex_hull(pts, target, lim, slack)
         if ans.sat is True:
             rep.clarke = True
         elif ans.sat is False and complete:

@@ -114,8 +114,11 @@ def cone_nonempty(rows, n, lim: SolverLimits) -> Answer:
     return _check(s, ts)
 
 
-def in_convex_hull(points, target, lim: SolverLimits) -> Answer:
-    """Is ``target`` (length n, exact) a convex combination of ``points`` (k x n, exact)?"""
+def in_convex_hull(points, target, lim: SolverLimits, slack=None) -> Answer:
+    """Is ``target`` (length n, exact) a convex combination of ``points`` (k x n, exact)?
+
+    ``slack`` (length n, exact, >= 0) allows |combination - target| <= slack per
+    coordinate: used when the target is a float gradient compared with a tolerance."""
     k = len(points)
     s = make_solver(lim)
     lam = [z3.Real(f"l{i}") for i in range(k)]
@@ -124,5 +127,9 @@ def in_convex_hull(points, target, lim: SolverLimits) -> Answer:
     s.add(z3.Sum(lam) == 1 if k > 1 else lam[0] == 1)
     n = len(target)
     for j in range(n):
-        s.add(z3.Sum([_rv(points[i][j]) * lam[i] for i in range(k)]) == _rv(target[j]))
+        comb = z3.Sum([_rv(points[i][j]) * lam[i] for i in range(k)])
+        if slack is None or slack[j] == 0:
+            s.add(comb == _rv(target[j]))
+        else:
+            s.add(comb <= _rv(target[j]) + _rv(slack[j]), comb >= _rv(target[j]) - _rv(slack[j]))
     return _check(s)

@@ -82,6 +82,9 @@ _SHAPE_ONLY = frozenset({
     "aten.empty_like.default", "aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default",
     "aten.new_zeros.default", "aten.new_ones.default", "aten.new_empty.default", "aten.new_full.default",
     "aten.empty_strided.default", "aten.new_empty_strided.default", "aten.sym_size.int", "aten.sym_numel.default",
+    # constant on finite inputs (mtcheck refuses non-finite inputs and weights up front)
+    "aten.isnan.default", "aten.isinf.default", "aten.isfinite.default", "aten.isposinf.default",
+    "aten.isneginf.default",
 })
 
 
@@ -178,6 +181,13 @@ class _Recorder(TorchDispatchMode):
             return out
 
         if not dependent:
+            if func._schema.is_mutable:
+                # a constant changed in place (fill_, add_ on a factory tensor): snapshot it anew
+                for i, a in enumerate(func._schema.arguments):
+                    if a.alias_info is not None and a.alias_info.is_write and i < len(args) \
+                            and isinstance(args[i], torch.Tensor):
+                        self.const_ids.pop(id(args[i]), None)
+                        self.map[id(args[i])] = self._const(args[i])
             for o in outs:
                 if isinstance(o, torch.Tensor):
                     self.map[id(o)] = self._const(o)

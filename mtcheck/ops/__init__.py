@@ -38,7 +38,9 @@ class Disc:
     ``values[i] = s * (A[idx_a[i]] - (B[idx_b[i]] if b is not None else const[i]))`` where
     ``A``/``B`` are the node's tensor arguments number ``a``/``b`` (flattened) and
     ``s = -1`` when ``negate`` is set, else 1. ``a`` is None for a discriminant
-    that does not depend on any argument (a constant).
+    that does not depend on any argument (a constant). ``values`` may include a
+    constant offset (``A - B - c``): the model reads only the sign of ``values``
+    and takes derivative rows from ``a``/``b`` and the indices.
     The sign of each value is the case; a zero is a tie. ``max_type`` marks
     discriminants that are never positive (entries of a window minus its winner).
     ``group[i]`` is the output element the discriminant belongs to, ``label`` a
@@ -133,3 +135,7 @@ def _load() -> None:
     _loaded = True
     from . import arith, index, linalg, nonsmooth, pooling, refused  # noqa: F401
     from . import sorting  # noqa: F401  (issue 6)
+    from . import activations  # noqa: F401  (issue 6)
+    from . import losses  # noqa: F401  (issue 6)
+    from . import norms  # noqa: F401  (issue 6)
+    from . import scatter  # noqa: F401  (issue 6)

@@ -68,6 +68,17 @@ def _index_maps(ctx, args, kwargs):
     return [o.numpy().copy() for o in outs], offset[0], isinstance(out, (tuple, list))
 
 
+def _move_ints(ctx, args, kwargs):
+    import torch
+    import torch.utils._pytree as pytree
+
+    conv = lambda v: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v  # noqa: E731
+    out = ctx.aux["func"](*pytree.tree_map(conv, args), **pytree.tree_map(conv, kwargs))
+    if isinstance(out, (tuple, list)):
+        return tuple(o.numpy().copy() for o in out)
+    return out.numpy().copy()
+
+
 def _flat_values(args):
     from ._util import tensor_leaves
 
@@ -80,6 +91,11 @@ def _flat_values(args):
 @register(*_INDEX_OPS)
 class IndexMap(Rule):
     def forward(self, ctx, args, kwargs):
+        from ._util import tensor_leaves
+
+        if not any(v.dtype == object for v in tensor_leaves(args)):
+            # integer or boolean data (indices, masks): move the values themselves
+            return _move_ints(ctx, args, kwargs)
         maps, _, is_tuple = _index_maps(ctx, args, kwargs)
         flat = _flat_values(args)
         pad = q(args[2]) if ctx.op.startswith("aten.constant_pad_nd") and len(args) > 2 else Q0

@@ -36,7 +36,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from .errors import CheckInputError
 
@@ -239,7 +239,7 @@ def load_case(path) -> Case:
         tensors = _load_sidecar(path, doc["tensors"])
     try:
         inputs = [_decode_input(e, tensors) for e in doc["inputs"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CorpusError(path, f"an input cannot be decoded ({e.__class__.__name__}: {e})") from None
     weights = None
     if doc.get("weights"):
@@ -248,7 +248,7 @@ def load_case(path) -> Case:
             if key not in tensors:
                 raise CorpusError(path, f"weight '{name}' is not in the tensors file")
             weights[name] = tensors[key]
-    if not hasattr(torch, doc["dtype"]):
+    if not _is_dtype_name(doc["dtype"]):
         raise CorpusError(path, f"unknown dtype {doc['dtype']!r}")
     opts = doc.get("options") or {}
     bad = sorted(set(opts) - set(_CHECK_OPTIONS))
@@ -373,7 +373,17 @@ def expectation(report) -> dict:
         "pattern": pattern,
         "rounding_nodes": list(report.rounding_nodes),
         "mismatch": report.mismatch,
+        "framework_jacobian": _small_matrix(report.framework_jacobian),
     }
+
+
+def _small_matrix(a, limit: int = 64):
+    """A small float matrix as exact rational strings (None when absent or large)."""
+    if a is None or getattr(a, "size", limit + 1) > limit:
+        return None
+    from ._exact import fmt, q
+
+    return [[fmt(q(float(v))) for v in row] for row in a.tolist()]
 
 
 def _versions() -> dict:
@@ -481,6 +491,13 @@ def replay_case(case: Case) -> ReplayResult:
         return ReplayResult("error", old, None, str(e), case)
     except CheckInputError as e:
         return ReplayResult("error", old, None, f"{case.path}: the check cannot run: {e}", case)
+    except Exception as e:  # noqa: BLE001 - a crash in mtcheck must not stop the other cases
+        import traceback
+
+        tb = traceback.extract_tb(e.__traceback__)
+        at = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        return ReplayResult("error", old, None, f"{case.path}: mtcheck crashed while replaying it "
+                                                f"({type(e).__name__}: {e}{at}); a bug in mtcheck", case)
     new = str(rep.verdict)
     if new == old:
         what = "still reproduces (a known finding)" if old in _BUGS else "reproduces"
@@ -499,7 +516,17 @@ def changed_text(case: Case, rep) -> str:
 
     def wit(e):
         w = e.get("witness")
-        return "-" if not w else f"J t = {_short(w['framework_rate'])} vs J_S t = {_short(w['stratum_rate'])}"
+        if not w:
+            return "-"
+        from fractions import Fraction
+
+        try:   # rates along t scaled to max |t_i| = 1, so that long rationals read as numbers
+            d = [Fraction(v) for v in w["direction"]]
+            sc = max((abs(v) for v in d), default=Fraction(1)) or Fraction(1)
+            a, b = Fraction(w["framework_rate"]) / sc, Fraction(w["stratum_rate"]) / sc
+        except (ValueError, ZeroDivisionError, KeyError, TypeError):
+            return "?"
+        return f"J t = {_short(str(a))} vs J_S t = {_short(str(b))}"
 
     rows = [("verdict", old.get("verdict"), new["verdict"]),
             ("tangent dim", f"{old.get('tangent_dim')}/{old.get('n_inputs')}",
@@ -527,12 +554,19 @@ def _short(s: str, n: int = 40) -> str:
     try:
         num, _, den = s.partition("/")
         val = int(num) / int(den or 1)
-        return f"~{val:.6g} ({len(s)} chars exact)"
+        return f"~{val:.6g}"
     except (ValueError, OverflowError, ZeroDivisionError):
         return s[:n] + "..."
 
 
 # ---------------------------------------------------------------------------- tensors
+
+def _is_dtype_name(name) -> bool:
+    import torch
+
+    # vars(), not getattr(): no lazy torch submodule is imported for a name read from a file
+    return isinstance(name, str) and isinstance(vars(torch).get(name), torch.dtype)
+
 
 def _dtype_name(dt) -> str:
     return str(dt).replace("torch.", "")
@@ -559,9 +593,9 @@ def _encode_inline(t) -> dict:
 def _decode_input(e: dict, tensors: dict):
     import torch
 
-    dt = getattr(torch, e["dtype"])
-    if not isinstance(dt, torch.dtype):
+    if not _is_dtype_name(e["dtype"]):
         raise ValueError(f"unknown dtype {e['dtype']!r}")
+    dt = getattr(torch, e["dtype"])
     shape = tuple(int(s) for s in e["shape"])
     if "tensor" in e:
         t = tensors.get(e["tensor"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import Disc, NotLipschitz, Rule, register
 from .._exact import Q0, q
-from ._util import bcast_index, bcast_tangent, exact_scalar, shape_of
+from ._util import bcast_index, bcast_tangent, exact_scalar
 
 _THREE = q(3)
 _SIXTH = q(1) / 6

@@ -39,9 +39,9 @@ def _reduce_t(t, reduction):
     if reduction == 0:
         return t
     B = t.shape[0]
+    n = int(np.prod(t.shape[1:], dtype=np.int64))
     s = t.reshape(B, -1).sum(axis=1)
     if reduction == 1:
-        n = t[0].size
         s = s * (q(1) / n) if n else s
     return np.asarray(s, dtype=object)
 

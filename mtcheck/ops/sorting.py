@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import Disc, NotModelled, Rule, register
-from .._exact import Q0
+from .._exact import as_exact
+from ._util import add_t, bcast_tangent, exact_scalar, shape_of
 from .nonsmooth import _reduce_layout, select_windows, window_disc
 
 
@@ -357,9 +358,7 @@ class Lerp(Rule):
     def _w(self, ctx, args):
         w = args[2]
         if isinstance(w, np.ndarray):
-            return w if w.dtype == object else __import__("mtcheck._exact", fromlist=["as_exact"]).as_exact(w)
-        from ._util import exact_scalar
-
+            return w if w.dtype == object else as_exact(w)
         return exact_scalar(w, ctx.dtype)
 
     def forward(self, ctx, args, kwargs):
@@ -368,8 +367,6 @@ class Lerp(Rule):
         return np.asarray(a + w * (b - a), dtype=object)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        from ._util import add_t, bcast_tangent, shape_of
-
         a, b = args[0], args[1]
         w = self._w(ctx, args)
         shp = out.shape

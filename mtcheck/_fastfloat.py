@@ -67,6 +67,9 @@ def _check(bound_max: float, g) -> None:
         raise Inexact(f"partial sums up to {bound_max:g} at granularity 2^{g} exceed 53 bits")
 
 
+_CACHE: dict = {}   # id(object array) -> (the array, its exact float64 copy); arrays are not mutated
+
+
 def to_float_exact(v):
     """An exact value (fmpq, int, object array of fmpq/int, float array) as float64, or Inexact."""
     if isinstance(v, FT):
@@ -80,10 +83,17 @@ def to_float_exact(v):
                 raise Inexact("integer too large")
             return f
         if v.dtype == object:
+            hit = _CACHE.get(id(v))
+            if hit is not None and hit[0] is v:
+                return hit[1]
             out = np.empty(v.shape, dtype=np.float64)
             flat = out.reshape(-1)
             for i, x in enumerate(v.reshape(-1).tolist()):
                 flat[i] = _scalar(x)
+            if v.size >= 256:               # weights: converted once per model, not once per product
+                if len(_CACHE) > 512:
+                    _CACHE.clear()
+                _CACHE[id(v)] = (v, out)
             return out
         raise Inexact(f"dtype {v.dtype}")
     return _scalar(v)
@@ -207,6 +217,19 @@ def _min_all(gs):
     return min(gs) if gs else None
 
 
+def _absmax(a) -> float:
+    return float(max(a.max(), -a.min())) if a.size else 0.0
+
+
+def remember(exact: np.ndarray, floats: np.ndarray) -> None:
+    """Record that the object array ``exact`` holds exactly the values of float64 ``floats``
+    (constants converted from float tensors), so products need not convert it again."""
+    if exact.size >= 256:
+        if len(_CACHE) > 512:
+            _CACHE.clear()
+        _CACHE[id(exact)] = (exact, floats)
+
+
 def _min_g(a, b):
     if a is None:
         return b
@@ -233,7 +256,8 @@ def matmul(a, b):
     g = _g_sum(ga, gb)
     if fa.size and fb.size and g is not None:
         # cheap bound first: max|a| * max column sum of |b| bounds every partial sum
-        cheap = float(np.abs(fa).max()) * float(np.abs(fb).sum(axis=-2).max())
+        cheap = _absmax(fa) * float(np.abs(fb).sum(axis=-2).max()) if fb.size < fa.size else \
+            float(np.abs(fa).sum(axis=-1).max()) * _absmax(fb)
         if not (np.isfinite(cheap) and cheap * _MARGIN < np.ldexp(_LIMIT, g)):
             _check(float(np.matmul(np.abs(fa), np.abs(fb)).max(initial=0)), g)
     return wrap(np.matmul(fa, fb))

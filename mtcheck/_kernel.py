@@ -76,13 +76,20 @@ def kernel(rows, n: int | None = None):
         return 0, _identity(n)
     flat = a.ravel().tolist()
     A = flint.fmpz_mat(k, n, flat)
+    small = None
+    try:
+        small = np.asarray(a, dtype=np.int64).ravel() if max(flat, key=abs, default=0) < 2 ** 62 and \
+            -min(flat, default=0) < 2 ** 62 else None
+    except (OverflowError, TypeError):
+        small = None
     ref_pivots, acc, mod, used = None, None, 1, 0
     for p in PRIMES:
-        M = flint.nmod_mat(k, n, [v % p for v in flat], p)
+        residues = (small % p).tolist() if small is not None else [v % p for v in flat]
+        M = flint.nmod_mat(k, n, residues, p)
         R, r = M.rref()
         if r == n:
             return n, flint.fmpz_mat(n, 0, [])
-        entries = [int(e) for e in R.entries()]
+        entries = [int(e) for e in R.entries()[: r * n]]
         pivots = []
         for i in range(r):
             base = i * n
@@ -120,25 +127,28 @@ def _crt(a, m, b, p, inv_m_mod_p):
 
 
 def _reconstruct(acc, mod, pivots, free, n):
-    cols = []
-    for f in free:
-        num = [0] * n
+    """Kernel basis from the reduced echelon form's free columns: column f is
+    e_f - sum_i R[i, f] e_{pivot_i}, scaled to integers."""
+    d = len(free)
+    col_of = {f: j for j, f in enumerate(free)}
+    per_col: dict = {}
+    for (i, f), e in acc.items():
+        if e == 0:
+            continue
+        rr = _ratrecon((-e) % mod, mod)
+        if rr is None:
+            return None
+        per_col.setdefault(f, []).append((pivots[i], rr))
+    out = np.zeros((n, d), dtype=object)
+    for f, j in col_of.items():
+        vals = per_col.get(f, ())
         den = 1
-        vals = []
-        for i, pj in enumerate(pivots):
-            e = acc.get((i, f), 0)
-            if e == 0:
-                continue
-            rr = _ratrecon((-e) % mod, mod)
-            if rr is None:
-                return None
-            vals.append((pj, rr))
-            den = den * rr[1] // math.gcd(den, rr[1])
-        num[f] = den
+        for _, (_, y) in vals:
+            den = den * y // math.gcd(den, y)
+        out[f, j] = den
         for pj, (x, y) in vals:
-            num[pj] = x * (den // y)
-        cols.append(num)
-    return flint.fmpz_mat(n, len(free), [cols[j][i] for i in range(n) for j in range(len(free))])
+            out[pj, j] = x * (den // y)
+    return flint.fmpz_mat(n, d, out.ravel().tolist())
 
 
 def _identity(n):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 import torch.utils._pytree as pytree
 
 from . import ops as _ops
@@ -82,6 +83,11 @@ class ExactModel:
                 raise UnsupportedOpError(n.op, n.where)
             self.rules.append(rule)
         self._consts = [from_tensor(c) for c in tr.consts]
+        from ._fastfloat import remember
+
+        for c, e in zip(tr.consts, self._consts):
+            if c.is_floating_point() and e.dtype == object:
+                remember(e, c.detach().to(torch.float64).cpu().numpy())
 
     # ---------------------------------------------------------------- evaluation
     def _resolve(self, values, obj):
@@ -193,7 +199,8 @@ class ExactModel:
 
             try:
                 n = sum(ev.inputs[i].size for i in wrt)
-                d = wrap(np.eye(n)) if directions is None else wrap(to_float_exact(directions))
+                d = wrap(np.eye(n), 0) if directions is None else wrap(to_float_exact(directions))
+                d._is_eye = directions is None
                 return self._linearize(ev, wrt, d, fast=True)
             except (Inexact, TypeError):
                 # TypeError: a plain float met an exact rational (a rule left the verified
@@ -211,10 +218,14 @@ class ExactModel:
 
             directions = identity(n)
         B = directions.shape[0]
+        identity_dirs = getattr(directions, "_is_eye", False)
         tans: dict = {}
         off = 0
         for i, s in zip(wrt, sizes):
             tans[Ref("in", i)] = directions[:, off:off + s].reshape((B,) + ev.inputs[i].shape)
+            if fast and identity_dirs:
+                # tangent[b, j] = (b == off + j): rules may use this to skip a product with the identity
+                tans[Ref("in", i)]._eye_offset = off
             off += s
         for node, rule, ctx in zip(self.trace.nodes, self.rules, ev.ctxs):
             targs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.args,

@@ -104,8 +104,10 @@ class AddMM(Rule):
 
 
 def _conv(x, w, stride, padding, dilation, groups, bias=None):
-    """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k)."""
-    nsp = w.ndim - 2
+    """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k).
+
+    im2col is laid out (N, O, K, C) so that it is a plain gather with no transposed
+    copy; the weights are reordered to match instead (they are small)."""
     N, C = x.shape[:2]
     sp = x.shape[2:]
     OC, Cg = w.shape[:2]
@@ -115,23 +117,53 @@ def _conv(x, w, stride, padding, dilation, groups, bias=None):
     out_sp, idx = sliding(sp, ks, stride, padding, dilation)
     O, K = idx.reshape(-1, idx.shape[-1]).shape
     S = int(np.prod(sp, dtype=np.int64))
-    x2 = x.reshape(N, C, S)
     flat = idx.reshape(O, K)
-    cols = x2[:, :, np.where(flat >= 0, flat, 0)]                      # (N, C, O, K)
+    xt = x.reshape(N, C, S).transpose(0, 2, 1)                         # (N, S, C)
+    cols = xt[:, np.where(flat >= 0, flat, 0), :]                       # (N, O, K, C)
     if (flat < 0).any():
-        cols = np.where((flat < 0)[None, None], Q0, cols)
+        cols = np.where((flat < 0)[None, :, :, None], Q0, cols)
     G = groups
     OCg = OC // G
-    cols = cols.reshape(N, G, Cg, O, K).transpose(1, 0, 3, 2, 4).reshape(G, N * O, Cg * K)
-    wm = w.reshape(G, OCg, Cg * K)
+    wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                        # (OC, K, Cg)
     parts = []
     for g in range(G):
-        r = matmul(cols[g], wm[g].T)   # (N*O, OCg)
-        parts.append(r.reshape(N, O, OCg).transpose(0, 2, 1))
-    out = parts[0] if G == 1 else np.concatenate(parts, axis=1)
+        cg = cols if G == 1 else cols[..., g * Cg:(g + 1) * Cg]
+        r = matmul(cg.reshape(N * O, K * Cg), wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg).T)   # (N*O, OCg)
+        parts.append(r)
+    out = parts[0] if G == 1 else np.concatenate(parts, axis=1)          # (N*O, OC)
+    out = out.reshape(N, O, OC).transpose(0, 2, 1)
     if bias is not None:
         out = out + bias.reshape(1, OC, 1)
     return tan(out).reshape((N, OC) + tuple(out_sp))
+
+
+def _conv_of_identity(tx, off, x, w, stride, padding, dilation, groups, unbatched, out_shape):
+    """The convolution's tangent when the input's tangent is a block of the identity
+    (tangent[b, j] = [b == off + j]): the convolution's Jacobian itself, built by placing
+    each weight where it acts instead of convolving B one-hot images."""
+    from .._fastfloat import to_float_exact, wrap
+
+    B = tx.shape[0]
+    xb = x[None] if unbatched else x
+    N, C = xb.shape[:2]
+    OC, Cg = w.shape[:2]
+    out_sp, idx = sliding(xb.shape[2:], w.shape[2:], stride, padding, dilation)
+    O, K = idx.reshape(-1, idx.shape[-1]).shape
+    S = int(np.prod(xb.shape[2:], dtype=np.int64))
+    flat = idx.reshape(O, K)
+    wf = to_float_exact(w).reshape(OC, Cg, K)
+    res = np.zeros((B, N, OC, O))
+    o_idx, k_idx = np.nonzero(flat >= 0)
+    s_idx = flat[o_idx, k_idx]
+    for n in range(N):
+        for oc in range(OC):
+            g = oc // (OC // groups)
+            for cg in range(Cg):
+                c = g * Cg + cg
+                b = off + (n * C + c) * S + s_idx          # the direction that moves this input entry
+                np.add.at(res[:, n, oc, :], (b, o_idx), wf[oc, cg, k_idx])
+    # each output entry sums at most K*Cg weights of one input entry each: exact in float64
+    return wrap(res.reshape((B,) + tuple(out_shape)))
 
 
 @register("aten.convolution.default", "aten._convolution.default", "aten.conv1d.default",
@@ -160,7 +192,10 @@ class Convolution(Rule):
         tx, tw, tb = (list(targs) + [None] * 3)[:3]
         unbatched = x.ndim == w.ndim - 1
         res = None
-        if tx is not None:
+        eye = getattr(tx, "_eye_offset", None) if tx is not None else None
+        if eye is not None and tw is None:
+            res = _conv_of_identity(tx, eye, x, _obj(w), stride, padding, dilation, groups, unbatched, out.shape)
+        elif tx is not None:
             B = tx.shape[0]
             xs = tx.reshape((B,) + ((1,) if unbatched else ()) + x.shape)
             folded = xs.reshape((-1,) + xs.shape[2:])

@@ -213,6 +213,15 @@ class NetSpec:
             outs = net.forward_all(self.example_input(torch.float64))
         return [tuple(o.shape) for o in outs]
 
+    def layer_output_shape(self, i: int, in_shapes: list) -> tuple:
+        """Output shape of layer ``i`` given its sources' shapes (runs that layer alone on zeros)."""
+        net = GeneratedNet(NetSpec(self.input_shape, [], "float64"), torch.float64)
+        lay = self.layers[i]
+        mod = GeneratedNet._module_for(lay, torch.float64)
+        with torch.no_grad():
+            y = net._apply(lay, mod, [torch.zeros(s, dtype=torch.float64) for s in in_shapes])
+        return tuple(y.shape)
+
     @property
     def output_shape(self) -> tuple:
         return self.shapes()[-1]
@@ -300,42 +309,41 @@ def _pair(v, n):
     return tuple(v) if isinstance(v, (list, tuple)) else (int(v),) * n
 
 
+class _Affine(nn.Module):
+    """The weight and bias of a linear or convolution layer (applied functionally by GeneratedNet)."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias) if bias is not None else None
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}"
+
+
 class GeneratedNet(nn.Module):
     """The module a :class:`NetSpec` builds. Parameters hold the stored dyadic weights."""
 
     def __init__(self, spec: NetSpec, dtype=torch.float64):
         super().__init__()
         self.spec = spec
-        self.mods = nn.ModuleList()
-        for lay in spec.layers:
-            p = lay.params
-            if lay.kind == "linear":
-                w = decode_tensor(p["weight"], dtype)
-                b = decode_tensor(p.get("bias"), dtype)
-                m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=dtype)
-                with torch.no_grad():
-                    m.weight.copy_(w)
-                    if b is not None:
-                        m.bias.copy_(b)
-            elif lay.kind in ("conv1d", "conv2d"):
-                w = decode_tensor(p["weight"], dtype)
-                b = decode_tensor(p.get("bias"), dtype)
-                cls = nn.Conv1d if lay.kind == "conv1d" else nn.Conv2d
-                m = cls(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=p.get("stride", 1),
-                        padding=p.get("padding", 0), dilation=p.get("dilation", 1), bias=b is not None, dtype=dtype)
-                with torch.no_grad():
-                    m.weight.copy_(w)
-                    if b is not None:
-                        m.bias.copy_(b)
-            else:
-                m = nn.Identity()
-            self.mods.append(m)
+        self.mods = nn.ModuleList(self._module_for(lay, dtype) for lay in spec.layers)
+
+    @staticmethod
+    def _module_for(lay: Layer, dtype) -> nn.Module:
+        p = lay.params
+        if lay.kind not in ("linear", "conv1d", "conv2d"):
+            return nn.Identity()
+        return _Affine(decode_tensor(p["weight"], dtype), decode_tensor(p.get("bias"), dtype))
 
     def _apply(self, lay: Layer, mod: nn.Module, xs: list):
         k, p = lay.kind, lay.params
         x = xs[0]
-        if k in ("linear", "conv1d", "conv2d"):
-            return mod(x)
+        if k == "linear":
+            return F.linear(x, mod.weight, mod.bias)
+        if k in ("conv1d", "conv2d"):
+            conv = F.conv1d if k == "conv1d" else F.conv2d
+            return conv(x, mod.weight, mod.bias, p.get("stride", 1), p.get("padding", 0), p.get("dilation", 1))
         if k == "relu":
             return torch.relu(x)
         if k == "leaky_relu":

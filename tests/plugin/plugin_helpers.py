@@ -84,12 +84,16 @@ def case_files(path):
 
 def copy_paper_corpus(dest):
     """The repo's corpus/ (the paper's examples) copied into ``dest``; returns the case paths."""
+    import json
+
     dest.mkdir(parents=True, exist_ok=True)
     out = []
-    for p in sorted((REPO / "corpus").glob("case-*")):
-        shutil.copy(p, dest / p.name)
-        if p.suffix == ".json":
-            out.append(dest / p.name)
+    for p in sorted((REPO / "corpus").glob("case-*.json")):
+        if json.loads(p.read_text()).get("origin", {}).get("source") != "the paper":
+            continue                      # corpus/ also holds the property suite's findings
+        for q in sorted((REPO / "corpus").glob(p.stem + ".*")):
+            shutil.copy(q, dest / q.name)
+        out.append(dest / p.name)
     return out
 
 

@@ -1,0 +1,122 @@
+"""deep_ties: synthesized ties are exact, dyadic, and happen in PyTorch's own float forward pass."""
+
+import flint
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+import mtcheck
+from mtcheck import zoo
+from mtcheck._synth import Program, Target, lattice_point, reset_synthesis_stats, synthesis_stats, synthesize
+from mtcheck.strategies import deep_ties
+
+Q = flint.fmpq
+OPTS = dict(neighbours=False, forward_mode=False)
+
+
+class _MLP(torch.nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x):
+        return self.pre_activations(x)[-1]
+
+    def pre_activations(self, x):
+        out = []
+        for i, lay in enumerate(self.layers):
+            x = lay(x)
+            out.append(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return out
+
+
+def _mlp(dtype=torch.float64, sizes=(8, 32, 32, 32, 4)):
+    return zoo.dyadic_(_MLP(sizes), seed=3, bits=3, scale=0.5).to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_deep_ties_are_real_in_the_float_forward_pass(dtype):
+    model = _mlp(dtype)
+    seen = set()
+
+    @settings(max_examples=6, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(deep_ties(model, shape=(1, 8), dtype=dtype, with_result=True))
+    def run(case):
+        x, r = case
+        assert x.dtype == dtype and r.ok and all(r.exact) and all(r.in_float)
+        (t,) = r.targets
+        depth = Program(model, x).depth_of(t.node)
+        seen.add(depth)
+        # independently of mtcheck: the relu's float input is exactly 0.0 at the target unit
+        with torch.no_grad():
+            pre = model.pre_activations(x)[depth - 1]
+        assert pre.reshape(-1)[t.group].item() == 0.0
+        # and the checker sees the tie in exact arithmetic, with no rounding-induced branch
+        rep = mtcheck.check(model, x, **OPTS)
+        assert rep.verdict.passed and rep.verdict != mtcheck.Verdict.ROUNDING_BRANCH, rep.explain()
+        assert rep.tangent_dim < 8 or rep.verdict == mtcheck.Verdict.SMOOTH_OK
+
+    run()
+    assert len(seen) >= 2
+
+
+def test_deep_ties_at_a_chosen_depth_in_lenet():
+    model, (ex,) = zoo.lenet()
+    prog = Program(model, ex)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-256, 257, ex.shape, generator=g).double() / 256     # generic: no tie by accident
+    node = prog.nonsmooth[-1]                                                # the last relu (fc layer)
+    assert not any((d.signs() == 0).any() for d in prog.evaluate(_exact(x)).discs[node])
+    r = synthesize(prog, x, [Target(node)], seed=0)
+    assert r.ok, r.reason
+    with torch.no_grad():
+        h = model.f2(torch.relu(model.f1(torch.flatten(
+            torch.nn.functional.max_pool2d(torch.relu(model.c2(torch.nn.functional.max_pool2d(
+                torch.relu(model.c1(r.input)), 2))), 2), 1))))
+    assert (h == 0).any()
+
+
+def _exact(x):
+    from mtcheck._exact import from_tensor
+
+    return from_tensor(x).ravel()
+
+
+def test_a_chosen_unit_and_the_every_layer_mode():
+    model = _mlp()
+    prog = Program(model, torch.zeros(1, 8, dtype=torch.float64))
+    x = torch.arange(8, dtype=torch.float64).reshape(1, 8) / 8 - 0.4375
+    r = synthesize(prog, x, [Target(prog.nonsmooth[1], "relu", 7)], seed=1)
+    assert r.ok and r.targets == [Target(prog.nonsmooth[1], "relu", 7)]
+    with torch.no_grad():
+        assert model.pre_activations(r.input)[1][0, 7].item() == 0.0
+    r2 = synthesize(prog, x, every_layer=True, seed=2)
+    assert r2.ok and all(r2.exact) and all(r2.in_float) and len(r2.exact) == 3
+
+
+def test_lattice_point_is_exact_or_none():
+    rows = [[Q(3), Q(5), Q(-2)], [Q(1, 4), Q(0), Q(1)]]
+    target = [Q(1, 3), Q(2, 7), Q(1, 5)]
+    rhs = [sum((a * b for a, b in zip(r, target)), Q(0)) for r in rows]
+    for k in (4, 10, 20):
+        z = lattice_point(rows, rhs, target, k)
+        if z is None:
+            continue
+        xs = [Q(int(v), 1 << k) for v in z]
+        assert [sum((a * b for a, b in zip(r, xs)), Q(0)) for r in rows] == rhs
+        assert max(abs(float(a - b)) for a, b in zip(xs, target)) < 2.0 ** (4 - k) * 8
+    # 3 x = 1 has no dyadic solution at any lattice exponent
+    assert all(lattice_point([[Q(3)]], [Q(1)], [Q(1, 3)], k) is None for k in (0, 5, 30))
+
+
+def test_misses_are_counted():
+    reset_synthesis_stats()
+    model = _mlp()
+    prog = Program(model, torch.zeros(1, 8, dtype=torch.float64))
+    x = torch.full((1, 8), 0.25, dtype=torch.float64)
+    synthesize(prog, x, [Target(prog.nonsmooth[0])], seed=0)
+    st = synthesis_stats()
+    assert st["requested"] == 1 and st.get("hit", 0) + st.get("miss", 0) == 1 and "median_s" in st

@@ -181,3 +181,19 @@ def test_events_are_recorded_in_a_test():
     x = find(S.tie_inputs(spec, deep=False), lambda x: True, settings=settings(database=None))
     assert x.shape == spec.input_shape
     S.record_events(kink_profile(spec.build(), x))    # no hypothesis context: a no-op
+
+
+def test_tie_inputs_for_a_scalar_input():
+    """Regression: 0-d inputs (the paper's t) made structured_inputs index an empty shape."""
+    from hypothesis import given, settings
+
+    from mtcheck import zoo
+    from mtcheck.strategies import tie_inputs
+
+    @settings(max_examples=10, deadline=None, database=None)
+    @given(tie_inputs(zoo.relu_w0, shape=(), dtype=torch.float64, deep=False))
+    def prop(x):
+        assert x.shape == ()
+        assert mtcheck.check(zoo.relu_w0, x, neighbours=False, forward_mode=False).verdict.passed
+
+    prop()

@@ -91,3 +91,14 @@ def test_usage_error_exits_2(tmp_path):
     r = run_cli("fuzz", "--model", "zoo:no-such-model", "--corpus", str(tmp_path))
     assert r.returncode == 2
     assert "no built-in model" in r.stderr
+
+
+def test_default_targets_run_without_errors(tmp_path):
+    """Regression: the paper's scalar-input targets made the strategies raise in every batch."""
+    corpus = tmp_path / "corpus"
+    r = run_cli("fuzz", "--model", "zoo:paper-boustany", "--model", "zoo:paper-relu-w0", "--model", "generated",
+                "--max-examples", "60", "-n", "1", "--corpus", str(corpus))
+    assert r.returncode == 0, r.stdout + r.stderr
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["errors"] == {}
+    assert stats["checks"] >= 60

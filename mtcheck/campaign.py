@@ -56,15 +56,18 @@ class Stats:
     findings: dict = field(default_factory=dict)     # key -> {"path", "count", "verdict", "program"}
     errors: Counter = field(default_factory=Counter)
     previous_checks: int = 0
-    worker_ready: float | None = None
+    worker_ready: float | None = None     # when the last worker became ready (the rate counts from there)
+    ready: int = 0
+    checks_at_ready: int = 0
 
     def elapsed(self) -> float:
         return time.time() - self.started
 
     def rate(self) -> float:
-        t0 = self.worker_ready or self.started
-        dt = max(time.time() - t0, 1e-9)
-        return self.checks / dt
+        """Checks per second since every worker was ready (start-up excluded)."""
+        if self.worker_ready is None:
+            return self.checks / max(time.time() - self.started, 1e-9)
+        return (self.checks - self.checks_at_ready) / max(time.time() - self.worker_ready, 1e-9)
 
     def as_json(self) -> dict:
         return {
@@ -191,6 +194,9 @@ def _summarize(rep):
 
 def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # one thread per worker: the workers are the parallelism (BLAS threads would oversubscribe)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     import torch
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
@@ -303,7 +309,9 @@ class Campaign:
         kind = msg[0]
         s = self.stats
         if kind == "ready":
-            s.worker_ready = s.worker_ready or msg[2]
+            s.ready += 1
+            if s.ready == self.cfg.workers:
+                s.worker_ready, s.checks_at_ready = msg[2], s.checks
         elif kind == "check":
             _, _, verdict, kinds, depth, sig = msg
             s.checks += 1

@@ -76,12 +76,14 @@ def kernel(rows, n: int | None = None):
         return 0, _identity(n)
     flat = a.ravel().tolist()
     A = flint.fmpz_mat(k, n, flat)
-    small = None
-    try:
-        small = np.asarray(a, dtype=np.int64).ravel() if max(flat, key=abs, default=0) < 2 ** 62 and \
-            -min(flat, default=0) < 2 ** 62 else None
-    except (OverflowError, TypeError):
-        small = None
+    if a.dtype == np.int64:
+        small = a.ravel()
+    else:
+        try:
+            small = np.asarray(a, dtype=np.int64).ravel() if max(flat, key=abs, default=0) < 2 ** 62 and \
+                -min(flat, default=0) < 2 ** 62 else None
+        except (OverflowError, TypeError):
+            small = None
     ref_pivots, acc, mod, used = None, None, 1, 0
     for p in PRIMES:
         residues = (small % p).tolist() if small is not None else [v % p for v in flat]
@@ -155,6 +157,28 @@ def _identity(n):
     return flint.fmpz_mat(n, n, [1 if i == j else 0 for i in range(n) for j in range(n)])
 
 
+def _rows_to_int64(a: np.ndarray):
+    """Vectorized rows_to_int for exact dyadic float64 rows whose scaled entries fit in int64."""
+    if a.size == 0:
+        return a.astype(np.int64)
+    if not np.isfinite(a).all():
+        return None
+    m, e = np.frexp(a)
+    im = (np.abs(m) * 2.0 ** 53).astype(np.int64)
+    low = np.where(im != 0, im & -im, 1 << 62)
+    g = e.astype(np.int64) - 53 + np.log2(low.astype(np.float64)).astype(np.int64)   # per-entry lowest bit
+    g = np.where(a != 0, g, np.iinfo(np.int64).max)
+    gmin = g.min(axis=1, keepdims=True)
+    gmin = np.where(gmin == np.iinfo(np.int64).max, 0, gmin)
+    scaled = np.ldexp(a, -gmin)                          # exact: every entry is a multiple of 2^gmin
+    if np.abs(scaled).max() >= 2.0 ** 62:
+        return None
+    ints = scaled.astype(np.int64)
+    d = np.gcd.reduce(np.abs(ints), axis=1, keepdims=True)
+    d = np.where(d == 0, 1, d)
+    return ints // d
+
+
 def rows_to_int(rows) -> np.ndarray:
     """Scale each row of an exact rational matrix (fmpq objects, or exact dyadic float64) to
     coprime integers with the same row space. Returns an object array of Python ints."""
@@ -162,6 +186,9 @@ def rows_to_int(rows) -> np.ndarray:
     if a.dtype != object:
         from ._fastfloat import granularity
 
+        fast = _rows_to_int64(a)
+        if fast is not None:
+            return fast
         out = np.empty(a.shape, dtype=object)
         for i, r in enumerate(a):
             g = granularity(r)

@@ -105,8 +105,11 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
                                                             exact=False)))
             if len(strict_vals) < 64:
                 strict_vals.extend(disc.values[s != 0][:64 - len(strict_vals)].tolist())
-    A = np.concatenate(tie_rows, axis=0) if tie_rows else np.zeros((0, n), dtype=object)
-    A = A[[any(v != 0 for v in r) for r in A]] if A.shape[0] else A
+    if tie_rows and all(r.dtype == np.int64 for r in tie_rows):
+        A = np.concatenate(tie_rows, axis=0)
+    else:
+        A = np.concatenate([r.astype(object) for r in tie_rows], axis=0) if tie_rows else np.zeros((0, n), dtype=object)
+    A = A[np.asarray(A != 0).any(axis=1)] if A.shape[0] else A
     try:
         rank, N = kernel(A)
     except KernelUndecided as e:
@@ -117,7 +120,7 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
 
     x_flat = np.concatenate([x_exact[i].ravel() for i in wrt])
     A_spot = A[:16]
-    mem = membership(x_flat, A_spot, [sum((int(c) * v for c, v in zip(r, x_flat.tolist()) if c), Q0) for r in A_spot],
+    mem = membership(x_flat, A_spot, [sum((int(r[j]) * x_flat[j] for j in np.nonzero(r)[0]), Q0) for r in A_spot],
                      strict_vals, lim)
     if rank is None:
         mem = type(mem)(None, rep.reasons["tangent space"])

@@ -44,7 +44,8 @@ def _rv(v):
 
 
 def _lin(row, xs):
-    terms = [(_rv(c), x) for c, x in zip(row.tolist(), xs) if c != 0]
+    row = np.asarray(row)
+    terms = [(_rv(int(row[j]) if row.dtype != object else row[j]), xs[j]) for j in np.nonzero(row != 0)[0]]
     if not terms:
         return z3.RealVal(0)
     return z3.Sum([c * x for c, x in terms])
@@ -82,7 +83,7 @@ def membership(x, tie_rows, tie_rhs, strict_vals, lim: SolverLimits) -> Answer:
     ys = [z3.Real(f"y{i}") for i in range(n)]
     used = set()
     for r in tie_rows:
-        used.update(int(j) for j in np.nonzero(r != 0)[0])
+        used.update(int(j) for j in np.nonzero(np.asarray(r) != 0)[0])
     for i in sorted(used):
         s.add(ys[i] == _rv(x[i]))
     for r, b in zip(tie_rows, tie_rhs):

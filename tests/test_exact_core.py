@@ -77,10 +77,12 @@ def test_kernel_gives_up_rather_than_guess(monkeypatch):
 
 
 def test_undecided_tangent_space_is_unknown(monkeypatch):
-    monkeypatch.setattr(_kernel, "kernel", lambda A: (_ for _ in ()).throw(_kernel.KernelUndecided("budget")))
-    import mtcheck.checker as ch
+    import mtcheck.checker as ch     # imported before patching: it binds `kernel` at import
 
-    monkeypatch.setattr(ch, "kernel", _kernel.kernel)
+    def undecided(A):
+        raise _kernel.KernelUndecided("budget")
+
+    monkeypatch.setattr(ch, "kernel", undecided)
     rep = mtcheck.check(lambda x: torch.relu(x).sum(), torch.tensor([0.0, 1.0], dtype=torch.float64))
     assert rep.verdict is mtcheck.Verdict.UNKNOWN
     assert "budget" in rep.reasons["tangent space"]

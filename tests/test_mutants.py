@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import mtcheck
 from mtcheck import Verdict
+from planted_models import MaxBoth   # max whose backward gives every tied entry the full gradient
 
 f64 = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
 
@@ -57,21 +58,6 @@ class ReluSquaresGrad(GoodRelu):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * g.abs() * (x > 0).to(g.dtype)
-
-
-class MaxBoth(torch.autograd.Function):
-    """max over the last dim whose backward sends the full gradient to every tied entry."""
-
-    @staticmethod
-    def forward(ctx, x):
-        m = x.amax(dim=-1, keepdim=True)
-        ctx.save_for_backward(x, m)
-        return m.squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, m = ctx.saved_tensors
-        return g.unsqueeze(-1) * (x == m).to(g.dtype)
 
 
 class MaxSplitThird(MaxBoth):

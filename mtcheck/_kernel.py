@@ -74,6 +74,9 @@ def kernel(rows, n: int | None = None):
     k, n = a.shape
     if k == 0:
         return 0, _identity(n)
+    if a.dtype == np.int64:
+        a = np.unique(a, axis=0)          # repeated tie rows (a window's ties seen twice) change nothing
+        k = a.shape[0]
     flat = a.ravel().tolist()
     A = flint.fmpz_mat(k, n, flat)
     if a.dtype == np.int64:
@@ -91,18 +94,18 @@ def kernel(rows, n: int | None = None):
         R, r = M.rref()
         if r == n:
             return n, flint.fmpz_mat(n, 0, [])
-        entries = [int(e) for e in R.entries()[: r * n]]
-        pivots = []
-        for i in range(r):
-            base = i * n
-            pivots.append(next(c for c in range(n) if entries[base + c] != 0))
+        E = np.array([int(e) for e in R.entries()[: r * n]], dtype=np.int64).reshape(r, n)
+        pivots = np.argmax(E != 0, axis=1).tolist()
         if ref_pivots is None or len(pivots) > len(ref_pivots):
             ref_pivots, acc, mod, used = pivots, None, 1, 0     # a larger rank: earlier primes were unlucky
         elif pivots != ref_pivots:
             continue                                           # this prime is unlucky
-        pivset = set(pivots)
-        free = [c for c in range(n) if c not in pivset]
-        vals = {(i, f): entries[i * n + f] for i in range(r) for f in free if entries[i * n + f]}
+        is_free = np.ones(n, dtype=bool)
+        is_free[pivots] = False
+        free = np.nonzero(is_free)[0].tolist()
+        rows_i, cols_f = np.nonzero(E[:, is_free])
+        fcols = np.asarray(free, dtype=np.int64)[cols_f]
+        vals = {(int(i), int(f)): int(E[i, f]) for i, f in zip(rows_i.tolist(), fcols.tolist())}
         if acc is None:
             acc = vals
         else:
@@ -111,8 +114,9 @@ def kernel(rows, n: int | None = None):
             acc = {key: _crt(acc.get(key, 0), mod, vals.get(key, 0), p, inv) for key in keys}
         mod *= p
         used += 1
-        if used & (used - 1):       # try to reconstruct after 1, 2, 4, 8, ... primes
-            continue
+        if (used < 2 and k * n > 4096) or used & (used - 1):
+            continue                # reconstruct after 2, 4, 8, ... primes (1 for small systems):
+                                    # one 61-bit prime rarely suffices and a failed try costs a full basis
         N = _reconstruct(acc, mod, pivots, free, n)
         if N is not None and (A * N).is_zero():
             return len(pivots), N
@@ -141,15 +145,21 @@ def _reconstruct(acc, mod, pivots, free, n):
         if rr is None:
             return None
         per_col.setdefault(f, []).append((pivots[i], rr))
-    out = np.zeros((n, d), dtype=object)
+    entries = []          # (row, column, value) of the nonzero entries
     for f, j in col_of.items():
         vals = per_col.get(f, ())
         den = 1
         for _, (_, y) in vals:
             den = den * y // math.gcd(den, y)
-        out[f, j] = den
+        entries.append((f, j, den))
         for pj, (x, y) in vals:
-            out[pj, j] = x * (den // y)
+            entries.append((pj, j, x * (den // y)))
+    if all(abs(v) < 2 ** 62 for _, _, v in entries):
+        out = np.zeros((n, d), dtype=np.int64)          # the common case: small entries, built in C
+    else:
+        out = np.zeros((n, d), dtype=object)
+    for i, j, v in entries:
+        out[i, j] = v
     return flint.fmpz_mat(n, d, out.ravel().tolist())
 
 

@@ -230,9 +230,8 @@ def _build() -> list:
     f = lambda x: torch.quantile(x, 0.25, dim=-1)  # noqa: E731
     add(Variant("torch.quantile(q=0.25, interpolation='linear')", "order statistics", [
         Case("two-way", f, (T(1, 0, 0, 3),)),
-    ], refused="torch.quantile computes its ranks from an isnan mask of the sorted values (isnan -> any -> "
-               "masked_fill -> ceil_): the trace treats that rank arithmetic as input-dependent and refuses ceil_ "
-               "(see the row below for the same ATen backward, sort + gather + lerp, with constant ranks)"))
+        Case("many-way", f, (T(1, 0, 0, 0, 3),)),
+    ], _sel(f, T(1, 0, 0, 0, 3), [1, 2, 3])))
     f = _quantile_like  # noqa: E731
     add(Variant("quantile as torch decomposes it (sort, gather, lerp)", "order statistics", [
         Case("two-way", f, (T(1, 0, 0, 3),)),

@@ -212,9 +212,9 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
 
 _BILINEAR = ("aten.mul.", "aten.div.", "aten.mm.", "aten.bmm.", "aten.matmul.", "aten.mv.", "aten.dot.",
              "aten.addmm.", "aten.addmv.", "aten.baddbmm.", "aten.addbmm.", "aten.convolution.", "aten._convolution.",
-             "aten.mul_.", "aten.div_.")
+             "aten.mul_.", "aten.div_.", "aten._prelu_kernel.")
 _NONAFFINE = ("aten.pow.", "aten.square.", "aten.hardswish.", "aten.smooth_l1_loss.", "aten.huber_loss.",
-              "aten.multi_margin_loss.", "aten._prelu_kernel.", "aten.mse_loss.")
+              "aten.mse_loss.")
 
 
 def _piecewise_affine(model, tans) -> bool:
@@ -227,6 +227,8 @@ def _piecewise_affine(model, tans) -> bool:
     for node in model.trace.nodes:
         if node.op.startswith(_NONAFFINE):
             return False
+        if node.op.startswith("aten.multi_margin_loss.") and len(node.args) > 2 and node.args[2] == 2:
+            return False                  # p = 2 squares the hinge
         if node.op.startswith(_BILINEAR):
             live = [a for a in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
                     if isinstance(a, Ref) and tans.get(a) is not None]

@@ -197,3 +197,27 @@ def test_tie_inputs_for_a_scalar_input():
         assert mtcheck.check(zoo.relu_w0, x, neighbours=False, forward_mode=False).verdict.passed
 
     prop()
+
+
+def test_generated_networks_have_finite_outputs():
+    """Regression: a dilated, padded max-pool on a small map could have a window made of
+    padding only, so the network output -inf and the campaign reported an error."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    from mtcheck.strategies import networks
+
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(networks())
+    def prop(spec):
+        with torch.no_grad():
+            y = spec.build()(spec.example_input())
+        assert torch.isfinite(y).all(), spec.describe()
+
+    prop()
+    from mtcheck._gen import finite_on_zeros
+
+    padding_only = NetSpec((1, 1, 1, 2), [Layer("max_pool2d", {"kernel": 2, "padding": 1, "dilation": 2,
+                                                                "ceil_mode": True})])
+    assert not finite_on_zeros(padding_only)

@@ -15,11 +15,11 @@ import torch
 from . import framework
 import flint
 
-from ._exact import Q0, Q1, from_floats, from_tensor, fmt, is_zero, matmul2d, q, to_float, zeros
+from ._exact import Q0, Q1, from_floats, from_tensor, is_zero, matmul2d, q, to_float, zeros
 from ._kernel import KernelUndecided, kernel, rows_to_int
 from .model import ExactModel, case_keys
 from .report import Report, Verdict, Witness
-from .strata import SolverLimits, cone_nonempty, find_direction_outside, in_convex_hull, membership
+from .strata import SolverLimits, find_direction_outside, in_convex_hull, membership
 from .trace import prepare_inputs, trace
 
 # assert_close's defaults, per dtype: (rtol, atol)

@@ -239,7 +239,6 @@ def zoo_cmd():
     from . import zoo
 
     for name, f in sorted(zoo.ZOO.items()):
-        doc = (f.__doc__ or "").strip().splitlines()
         prog, inputs = f()
         shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
         click.echo(f"zoo:{name:16} inputs {shapes}")

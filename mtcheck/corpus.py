@@ -232,7 +232,6 @@ def load_case(path) -> Case:
     verdict = doc["expected"].get("verdict")
     if verdict not in _VERDICTS:
         raise CorpusError(path, f"expected verdict {verdict!r} is not one of {', '.join(_VERDICTS)}")
-    import torch
 
     tensors = {}
     if doc.get("tensors"):

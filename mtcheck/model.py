@@ -17,10 +17,9 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import ops as _ops
-from ._exact import Q0, from_tensor, zeros
+from ._exact import from_tensor, zeros
 from .errors import OutsideTheoryError, UnsupportedOpError
 from .ops import Ctx, Disc
-from .ops._util import tensor_leaves
 from .trace import Ref, Trace
 
 

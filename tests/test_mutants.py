@@ -3,7 +3,6 @@ and passes the correct ones."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import mtcheck
 from mtcheck import Verdict

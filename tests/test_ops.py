@@ -41,6 +41,7 @@ PROGRAMS = {
     "conv2d": (dy(nn.Conv2d(2, 4, 3, stride=1, padding=1, groups=2)), ties(1, 2, 5, 5)),
     "conv2d-dilated": (dy(nn.Conv2d(1, 2, 2, stride=2, dilation=2, bias=False)), ties(2, 1, 6, 6)),
     "add-sub-neg-mul-div": (lambda x: (x + 1) - (-x) * 3 / 4 - x / 2, ties(5)),
+    "mul-div-of-inputs": (lambda x: torch.relu(x * x.flip(0)) + x / (x.abs() + 2), ties(5)),
     "sum-mean": (lambda x: torch.stack([x.sum(), x.mean(), x.sum(0).mean()]), ties(3, 4)),
     "views": (lambda x: x.view(2, 6).reshape(3, 4).flatten().reshape(2, 2, 3).permute(2, 0, 1).transpose(0, 1)
               .unsqueeze(0).squeeze(0).expand(2, 3, 2).contiguous(), ties(12)),

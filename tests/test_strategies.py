@@ -203,7 +203,6 @@ def test_generated_networks_have_finite_outputs():
     """Regression: a dilated, padded max-pool on a small map could have a window made of
     padding only, so the network output -inf and the campaign reported an error."""
     from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import strategies as st
 
     from mtcheck.strategies import networks
 

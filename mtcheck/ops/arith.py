@@ -131,7 +131,7 @@ class Div(_Binary):
         return a * (Q1 / b)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        a, b = _lift(args[0], ctx), _lift(args[1], ctx)
+        b = _lift(args[1], ctx)
         ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
         tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
         inv = self.op(Q1, b, {}) if not isinstance(b, np.ndarray) else self.op(np.ones_like(b) * Q1, b, {})
@@ -254,7 +254,6 @@ class Where(Rule):
         tb = bcast_tangent(_t(targs, 2), _shape(args[2]), out.shape)
         if ta is None and tb is None:
             return None
-        B = (ta if ta is not None else tb).shape[0]
         z = np.asarray(Q0, dtype=object)
         return np.where(cond[None], ta if ta is not None else z, tb if tb is not None else z)
 

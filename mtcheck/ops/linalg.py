@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import NotModelled, Rule, register
-from .._exact import Q0, as_exact, matmul, q, zeros
+from .._exact import Q0, as_exact, matmul
 from ._util import add_t, exact_scalar, tan
 from ._windows import sliding
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Disc, NotLipschitz, Rule, register
-from .._exact import Q0, as_exact, q, zeros
+from .._exact import Q0, as_exact
 from ._util import bcast_index, bcast_tangent, exact_scalar, shape_of, tan
 
 

@@ -1,0 +1,63 @@
+"""Regression tests for core bugs found while building the plugin and the property suite."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mtcheck
+from mtcheck import Verdict
+
+f64 = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_constant_changed_in_place_is_seen():
+    def prog(x):
+        m = torch.zeros_like(x)
+        m.add_(1.0)                      # a constant, changed after it was first seen
+        return torch.relu(m - x).sum()
+
+    rep = mtcheck.check(prog, f64(0.0, 1.0))
+    assert rep.verdict is Verdict.ASSOCIATED, rep.explain()
+
+
+def test_integer_index_reshaped_from_an_input_dependent_argmax():
+    rep = mtcheck.check(lambda x: x.gather(0, torch.argmax(x).reshape(1)), f64(1.0, 2.0, 2.0, 0.0))
+    assert rep.verdict.passed, rep.explain()
+
+
+def test_quantile_is_traced():
+    rep = mtcheck.check(lambda x: torch.quantile(x, 0.5), f64(1.0, 2.0, 2.0, 0.0))
+    assert rep.verdict is Verdict.ASSOCIATED, rep.explain()
+
+
+def test_clarke_allows_the_framework_rounding_of_a_three_way_split():
+    rep = mtcheck.check(lambda x: torch.amax(x), f64(1.0, 1.0, 1.0))
+    assert rep.clarke is True, rep.explain()
+
+
+def test_products_of_inputs_do_not_claim_nondifferentiability():
+    rep = mtcheck.check(lambda x: (torch.relu(x) * x).sum(), f64(0.0, 2.0))   # C^1: x |-> x*relu(x)
+    assert rep.differentiable is None
+    assert "not piecewise affine" in rep.reasons["differentiable"]
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.b1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.b2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.stem(x)), 2)
+        x = F.relu(x + self.b2(F.relu(self.b1(x))))
+        return self.head(F.max_pool2d(x, 2).flatten(1))
+
+
+def test_real_initialised_weights_do_not_overflow_the_tolerance_path():
+    torch.manual_seed(0)
+    m = _Net().eval().double()
+    rep = mtcheck.check(m, torch.full((1, 1, 8, 8), -0.5, dtype=torch.float64), neighbours=False,
+                        forward_mode=False)
+    assert rep.verdict in (Verdict.SMOOTH_OK, Verdict.ASSOCIATED, Verdict.UNKNOWN), rep.explain()

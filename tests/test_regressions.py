@@ -61,3 +61,23 @@ def test_real_initialised_weights_do_not_overflow_the_tolerance_path():
     rep = mtcheck.check(m, torch.full((1, 1, 8, 8), -0.5, dtype=torch.float64), neighbours=False,
                         forward_mode=False)
     assert rep.verdict in (Verdict.SMOOTH_OK, Verdict.ASSOCIATED, Verdict.UNKNOWN), rep.explain()
+
+
+def test_witness_finds_a_step_along_a_direction_with_huge_entries():
+    """The kernel direction of a real-initialised float32 net has entries of hundreds of
+    digits; the step search must start from their size (it stopped at 2^-63 before)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "user_project"))
+    try:
+        import tinynet
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    rep = mtcheck.check(tinynet.TinyNet().eval(), torch.full((1, 1, 8, 8), 0.5), neighbours=False,
+                        forward_mode=False)
+    assert rep.verdict is Verdict.NOT_ASSOCIATED
+    w = rep.witness
+    assert w.h is not None, w.note
+    assert (w.f_x_plus_ht - w.f_x) / w.h == w.stratum_rate

@@ -122,6 +122,12 @@ class ExactModel:
         ctxs, discs = [], []
         cache: dict = {}
         for node, rule in zip(self.trace.nodes, self.rules):
+            if framework_args and not rule.nonsmooth:
+                # only the cases are wanted, and a smooth node's arguments come from the
+                # framework's recorded values anyway: nothing to compute
+                ctxs.append(None)
+                discs.append([])
+                continue
             if framework_args:
                 def f(v):
                     if isinstance(v, Ref):

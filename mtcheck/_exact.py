@@ -44,8 +44,17 @@ def from_floats(arr: np.ndarray) -> np.ndarray:
     return out.reshape(a.shape)
 
 
+_BY_CONTENT: "dict" = {}     # content digest -> exact array (weights seen again by later checks)
+
+
 def from_tensor(t):
-    """Exact value of a tensor: fmpq object array for floats, numpy int/bool otherwise."""
+    """Exact value of a tensor: fmpq object array for floats, numpy int/bool otherwise.
+
+    Large float tensors are cached by content (dtype, shape and a digest of their bytes):
+    the weights of a model checked many times are converted once. The cached arrays are
+    never mutated by mtcheck."""
+    import hashlib
+
     import torch
 
     t = t.detach()
@@ -55,7 +64,16 @@ def from_tensor(t):
         return t.cpu().numpy().astype(bool)
     if not t.is_floating_point():
         return t.cpu().numpy().astype(np.int64)
-    return from_floats(t.cpu().to(torch.float64).numpy())
+    a = t.cpu().to(torch.float64).numpy()
+    if a.size < 1024:
+        return from_floats(a)
+    key = (a.shape, hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=20).digest())
+    hit = _BY_CONTENT.get(key)
+    if hit is None:
+        if len(_BY_CONTENT) > 256:
+            _BY_CONTENT.clear()
+        hit = _BY_CONTENT[key] = from_floats(a)
+    return hit
 
 
 def zeros(shape) -> np.ndarray:

@@ -30,6 +30,75 @@ PRIMES = _primes(64)
 MAX_FALLBACK_ENTRIES = 40_000   # fraction-free elimination only for small systems
 
 
+class KernelBasis:
+    """An integer kernel basis in echelon form, without materialising its n x d entries:
+    column j is ``den[j] * e_{free[j]} - sum_i R[i, j] * e_{pivots[i]}``.
+
+    ``R`` is an (r x d) ``fmpz_mat``. Products ``M @ N`` use only the small blocks
+    ``M[:, free]`` and ``M[:, pivots]``. ``dense`` (an n x d ``fmpz_mat``) replaces the
+    echelon form when the basis came from elsewhere (FLINT's fraction-free nullspace)."""
+
+    def __init__(self, n, pivots=(), free=(), den=(), R=None, dense=None):
+        self.n = n
+        self.pivots = list(pivots)
+        self.free = list(free)
+        self.den = [int(v) for v in den]
+        self.R = R
+        self.dense = dense
+
+    def nrows(self) -> int:
+        return self.n
+
+    def ncols(self) -> int:
+        return self.dense.ncols() if self.dense is not None else len(self.free)
+
+    def left_mul(self, M) -> "flint.fmpz_mat":
+        """``M @ N`` exactly for an (m x n) integer numpy array ``M``."""
+        M = np.asarray(M)
+        m = M.shape[0]
+        d = self.ncols()
+        if d == 0:
+            return flint.fmpz_mat(m, 0, [])
+        if self.dense is not None:
+            return flint.fmpz_mat(m, self.n, M.ravel().tolist()) * self.dense
+        free = np.asarray(self.free, dtype=np.int64)
+        MF = M[:, free]
+        if M.dtype == object or max(self.den) >= 2 ** 31 or np.abs(MF).max(initial=0) >= 2 ** 31:
+            MF = MF.astype(object) * np.asarray(self.den, dtype=object)[None, :]
+        else:
+            MF = MF * np.asarray(self.den, dtype=np.int64)[None, :]
+        out = flint.fmpz_mat(m, d, MF.ravel().tolist())
+        if self.pivots:
+            MP = flint.fmpz_mat(m, len(self.pivots), M[:, np.asarray(self.pivots, dtype=np.int64)].ravel().tolist())
+            out = out - MP * self.R
+        return out
+
+    def column(self, j: int) -> list:
+        if self.dense is not None:
+            return [int(self.dense[i, j]) for i in range(self.n)]
+        col = [0] * self.n
+        col[self.free[j]] = self.den[j]
+        for i, p in enumerate(self.pivots):
+            col[p] = -int(self.R[i, j])
+        return col
+
+    def __getitem__(self, ij):
+        i, j = ij
+        return self.column(j)[i]
+
+    def entries(self) -> list:
+        """Row-major entries (n * d Python ints): materialises the basis, for display paths."""
+        d = self.ncols()
+        cols = [self.column(j) for j in range(d)]
+        return [cols[j][i] for i in range(self.n) for j in range(d)]
+
+    def __rmul__(self, M):
+        if isinstance(M, flint.fmpz_mat):
+            return self.left_mul(np.array([int(v) for v in M.entries()], dtype=object).reshape(M.nrows(),
+                                                                                                M.ncols()))
+        return NotImplemented
+
+
 class KernelUndecided(Exception):
     """No prime gave a verified kernel within the budget."""
 
@@ -73,15 +142,14 @@ def kernel(rows, n: int | None = None):
         raise ValueError("rows must be 2-D")
     k, n = a.shape
     if k == 0:
-        return 0, _identity(n)
+        return 0, KernelBasis(n, [], list(range(n)), [1] * n, flint.fmpz_mat(0, n, []))
     if a.dtype == np.int64:
         a = np.unique(a, axis=0)          # repeated tie rows (a window's ties seen twice) change nothing
         k = a.shape[0]
-    flat = a.ravel().tolist()
-    A = flint.fmpz_mat(k, n, flat)
     if a.dtype == np.int64:
-        small = a.ravel()
+        small, flat = a.ravel(), None
     else:
+        flat = a.ravel().tolist()
         try:
             small = np.asarray(a, dtype=np.int64).ravel() if max(flat, key=abs, default=0) < 2 ** 62 and \
                 -min(flat, default=0) < 2 ** 62 else None
@@ -93,7 +161,7 @@ def kernel(rows, n: int | None = None):
         M = flint.nmod_mat(k, n, residues, p)
         R, r = M.rref()
         if r == n:
-            return n, flint.fmpz_mat(n, 0, [])
+            return n, KernelBasis(n, list(range(n)), [], [], flint.fmpz_mat(n, 0, []))
         E = np.array([int(e) for e in R.entries()[: r * n]], dtype=np.int64).reshape(r, n)
         pivots = np.argmax(E != 0, axis=1).tolist()
         if ref_pivots is None or len(pivots) > len(ref_pivots):
@@ -118,12 +186,13 @@ def kernel(rows, n: int | None = None):
             continue                # reconstruct after 2, 4, 8, ... primes (1 for small systems):
                                     # one 61-bit prime rarely suffices and a failed try costs a full basis
         N = _reconstruct(acc, mod, pivots, free, n)
-        if N is not None and (A * N).is_zero():
+        if N is not None and N.left_mul(a).is_zero():
             return len(pivots), N
     if k * n <= MAX_FALLBACK_ENTRIES:
-        X, nullity = A.nullspace()
+        X, nullity = flint.fmpz_mat(k, n, a.ravel().tolist()).nullspace()
         cols = [[int(X[i, j]) for i in range(n)] for j in range(nullity)]
-        return n - nullity, flint.fmpz_mat(n, nullity, [cols[j][i] for i in range(n) for j in range(nullity)])
+        dense = flint.fmpz_mat(n, nullity, [cols[j][i] for i in range(n) for j in range(nullity)])
+        return n - nullity, KernelBasis(n, dense=dense)
     raise KernelUndecided(f"the kernel of a {k}x{n} system could not be certified with {len(PRIMES)} primes")
 
 
@@ -134,33 +203,29 @@ def _crt(a, m, b, p, inv_m_mod_p):
 
 def _reconstruct(acc, mod, pivots, free, n):
     """Kernel basis from the reduced echelon form's free columns: column f is
-    e_f - sum_i R[i, f] e_{pivot_i}, scaled to integers."""
+    e_f - sum_i R[i, f] e_{pivot_i}, scaled to integers (an echelon-form KernelBasis)."""
     d = len(free)
     col_of = {f: j for j, f in enumerate(free)}
     per_col: dict = {}
     for (i, f), e in acc.items():
         if e == 0:
             continue
-        rr = _ratrecon((-e) % mod, mod)
+        rr = _ratrecon(e % mod, mod)          # R[i, f] itself
         if rr is None:
             return None
-        per_col.setdefault(f, []).append((pivots[i], rr))
-    entries = []          # (row, column, value) of the nonzero entries
+        per_col.setdefault(f, []).append((i, rr))
+    r = len(pivots)
+    den = [1] * d
+    R = np.zeros((r, d), dtype=object)
     for f, j in col_of.items():
         vals = per_col.get(f, ())
-        den = 1
+        dj = 1
         for _, (_, y) in vals:
-            den = den * y // math.gcd(den, y)
-        entries.append((f, j, den))
-        for pj, (x, y) in vals:
-            entries.append((pj, j, x * (den // y)))
-    if all(abs(v) < 2 ** 62 for _, _, v in entries):
-        out = np.zeros((n, d), dtype=np.int64)          # the common case: small entries, built in C
-    else:
-        out = np.zeros((n, d), dtype=object)
-    for i, j, v in entries:
-        out[i, j] = v
-    return flint.fmpz_mat(n, d, out.ravel().tolist())
+            dj = dj * y // math.gcd(dj, y)
+        den[j] = dj
+        for i, (x, y) in vals:
+            R[i, j] = x * (dj // y)
+    return KernelBasis(n, pivots, free, den, flint.fmpz_mat(r, d, R.ravel().tolist()))
 
 
 def _identity(n):

@@ -78,12 +78,11 @@ def _check(s: z3.Solver, xs=None) -> Answer:
 def membership(x, tie_rows, tie_rhs, strict_vals, lim: SolverLimits) -> Answer:
     """Does x lie in its stratum? ``tie_rows @ y = tie_rhs`` and every strict discriminant
     keeps its sign. Decided by z3 with y fixed to x (a certificate check of the exact model)."""
-    n = len(x)
     s = make_solver(lim)
-    ys = [z3.Real(f"y{i}") for i in range(n)]
     used = set()
     for r in tie_rows:
         used.update(int(j) for j in np.nonzero(np.asarray(r) != 0)[0])
+    ys = {i: z3.Real(f"y{i}") for i in sorted(used)}     # only the coordinates the rows involve
     for i in sorted(used):
         s.add(ys[i] == _rv(x[i]))
     for r, b in zip(tie_rows, tie_rhs):

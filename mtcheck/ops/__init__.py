@@ -60,9 +60,13 @@ class Disc:
     branch: bool = False   # set by the model: the result feeds Python control flow
 
     def signs(self) -> np.ndarray:
-        from .._exact import sign
+        """The case of every element (-1, 0, 1), computed once: ``values`` never change."""
+        cached = self.__dict__.get("_signs")
+        if cached is None or cached.shape != self.values.shape:
+            from .._exact import sign
 
-        return sign(self.values)
+            cached = self.__dict__["_signs"] = sign(self.values)
+        return cached
 
 
 @dataclass

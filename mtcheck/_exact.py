@@ -184,38 +184,6 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank_and_nullspace(rows: np.ndarray, n: int):
-    """Exact rank of a (k, n) rational matrix and a basis of its null space.
-
-    Returns ``(rank, N)`` where ``N`` is an (n, n - rank) fmpq object array whose
-    columns span ``{t : rows @ t = 0}``. Rows are scaled to integers first and
-    FLINT's fraction-free nullspace is used.
-    """
-    k = rows.shape[0]
-    if k == 0:
-        return 0, identity(n)
-    int_rows = []
-    for r in rows:
-        den = 1
-        for v in r.tolist():
-            den = den * int(v.q) // math.gcd(den, int(v.q))
-        int_rows.append([int(v.p) * (den // int(v.q)) for v in r.tolist()])
-    m = flint.fmpz_mat(k, n, [v for r in int_rows for v in r])
-    x, nullity = m.nullspace()
-    cols = []
-    for j in range(nullity):
-        col = [x[i, j] for i in range(n)]
-        g = 0
-        for v in col:
-            g = math.gcd(g, int(v))
-        g = g or 1
-        cols.append([Q(int(v) // g) for v in col])
-    basis = zeros((n, nullity))
-    for j, col in enumerate(cols):
-        basis[:, j] = col
-    return n - nullity, basis
-
-
 def _is_ft(a) -> bool:
     from ._fastfloat import FT
 

@@ -118,7 +118,6 @@ def structured_inputs(draw, shape, dtype=torch.float64, grid_bits=2, max_abs=2, 
     if not shape:
         # a 0-d input (a scalar parameter t): draw it as a 1-element vector
         return draw(structured_inputs((1,), dtype, grid_bits, max_abs, max_features)).reshape(())
-    n = int(np.prod(shape))
     scale = 1 << grid_bits
     K = int(max_abs * scale)
     x = np.full(shape, draw(st.integers(-K, K)), dtype=np.int64)

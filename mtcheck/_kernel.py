@@ -228,10 +228,6 @@ def _reconstruct(acc, mod, pivots, free, n):
     return KernelBasis(n, pivots, free, den, flint.fmpz_mat(r, d, R.ravel().tolist()))
 
 
-def _identity(n):
-    return flint.fmpz_mat(n, n, [1 if i == j else 0 for i in range(n) for j in range(n)])
-
-
 def _rows_to_int64(a: np.ndarray):
     """Vectorized rows_to_int for exact dyadic float64 rows whose scaled entries fit in int64."""
     if a.size == 0:

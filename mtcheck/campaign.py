@@ -245,13 +245,13 @@ def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
             prop()
         except _Found as f:
             p = f.payload
-            out.put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg, rng)))
+            out.put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg)))
         except Exception as e:  # noqa: BLE001 - a broken strategy or program must not kill the campaign
             out.put(("error", wid, f"{target}: {type(e).__name__}: {str(e)[:200]}"))
         done += 1
 
 
-def _serial_case(p, cfg, rng):
+def _serial_case(p, cfg):
     """The finding as a corpus Case (pickled only over the worker pipe, never to disk)."""
     from .corpus import case_from_report
 

@@ -106,14 +106,6 @@ def find_direction_outside(cones, n, lim: SolverLimits, start=None) -> Answer:
     return _check(s, ts)
 
 
-def cone_nonempty(rows, n, lim: SolverLimits) -> Answer:
-    s = make_solver(lim)
-    ts = [z3.Real(f"t{i}") for i in range(n)]
-    for c in rows:
-        s.add(_lin(c, ts) >= 1)
-    return _check(s, ts)
-
-
 def in_convex_hull(points, target, lim: SolverLimits, slack=None) -> Answer:
     """Is ``target`` (length n, exact) a convex combination of ``points`` (k x n, exact)?
 

@@ -240,7 +240,6 @@ def prepare_inputs(inputs, wrt=None):
     """Leaf copies of the inputs; returns (tensors, list of positions differentiated)."""
     from .errors import CheckInputError, NonFiniteError
 
-    leaves = []
     for i, x in enumerate(inputs):
         if not isinstance(x, torch.Tensor):
             raise CheckInputError(f"input {i} is a {type(x).__name__}, not a torch.Tensor")
@@ -263,9 +262,6 @@ def prepare_inputs(inputs, wrt=None):
                     f"wrt names input {i}, which is not a floating-point tensor; only float inputs have gradients")
     if not wrt:
         raise CheckInputError("no floating-point input to differentiate with respect to")
-    for i in range(len(inputs)):
-        if i not in wrt and inputs[i].requires_grad:
-            pass
     leaves = []
     for i, x in enumerate(inputs):
         t = x.detach().clone()

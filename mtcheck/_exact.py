@@ -121,6 +121,14 @@ def sign(a) -> np.ndarray:
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact product of two 2-D object arrays."""
+    if _is_fx(a) or _is_fx(b):
+        from ._fixed import matmul2d as _xm
+
+        return _xm(a, b)
+    if _is_dep(a) or _is_dep(b):
+        from ._support import matmul as _dm
+
+        return _dm(a, b)
     if _is_ft(a) or _is_ft(b):
         from ._fastfloat import matmul as _fm
 
@@ -156,8 +164,13 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         from ._fastfloat import matmul as _fm
 
         return _fm(a, b)
-    a = np.asarray(a, dtype=object)
-    b = np.asarray(b, dtype=object)
+    if _is_dep(a) or _is_dep(b):
+        from ._support import matmul as _dm
+
+        return _dm(a, b)
+    if not (_is_fx(a) or _is_fx(b)):
+        a = np.asarray(a, dtype=object)
+        b = np.asarray(b, dtype=object)
     squeeze_a = squeeze_b = False
     if a.ndim == 1:
         a = a[None, :]
@@ -174,14 +187,35 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         a2 = np.broadcast_to(a, batch + a.shape[-2:])
         b2 = np.broadcast_to(b, batch + b.shape[-2:])
-        out = zeros(batch + (a.shape[-2], b.shape[-1]))
-        for idx in np.ndindex(*batch):
-            out[idx] = matmul2d(a2[idx], b2[idx])
+        parts = [matmul2d(a2[idx], b2[idx]) for idx in np.ndindex(*batch)]
+        if parts and _is_fx(parts[0]):
+            from ._fixed import wrap
+
+            e = max(p.e for p in parts)
+            for p in parts:
+                p.rescale(e)
+            out = wrap(np.stack([p.view(np.ndarray) for p in parts]).reshape(batch + parts[0].shape), e)
+        else:
+            out = zeros(batch + (a.shape[-2], b.shape[-1]))
+            for idx, p in zip(np.ndindex(*batch), parts):
+                out[idx] = p
     if squeeze_a:
         out = out[..., 0, :]
     if squeeze_b:
         out = out[..., 0]
     return out
+
+
+def _is_dep(a) -> bool:
+    from ._support import Dep
+
+    return isinstance(a, Dep)
+
+
+def _is_fx(a) -> bool:
+    from ._fixed import Fx
+
+    return isinstance(a, Fx)
 
 
 def _is_ft(a) -> bool:

@@ -256,7 +256,8 @@ def matmul(a, b):
     g = _g_sum(ga, gb)
     if fa.size and fb.size and g is not None:
         # cheap bound first: max|a| * max column sum of |b| bounds every partial sum
-        cheap = _absmax(fa) * float(np.abs(fb).sum(axis=-2).max()) if fb.size < fa.size else \
+        # (a 1-D b is a column: its "column sum" is its whole sum, axis 0)
+        cheap = _absmax(fa) * float(np.abs(fb).sum(axis=-2 if fb.ndim > 1 else 0).max()) if fb.size < fa.size else \
             float(np.abs(fa).sum(axis=-1).max()) * _absmax(fb)
         if not (np.isfinite(cheap) and cheap * _MARGIN < np.ldexp(_LIMIT, g)):
             _check(float(np.matmul(np.abs(fa), np.abs(fb)).max(initial=0)), g)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import flint
 import numpy as np
 import torch
 
 from . import framework
 
-from ._exact import Q0, Q1, from_floats, from_tensor, is_zero, matmul2d, q, to_float, zeros
-from ._kernel import KernelUndecided, kernel, rows_to_int
+from . import certify
+from ._exact import Q0, Q1, from_floats, from_tensor, matmul2d, q, to_float
+from .certify import rows_to_int
 from .model import ExactModel, case_keys
 from .report import Report, Verdict, Witness
-from .strata import SolverLimits, find_direction_outside, in_convex_hull, membership
+from .strata import SolverLimits, find_direction_outside, in_convex_hull
 from .trace import prepare_inputs, trace
 
 # assert_close's defaults, per dtype: (rtol, atol)
@@ -39,7 +41,7 @@ class Piece:
 
 def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, forward_mode: bool = True,
           rtol: float | None = None, atol: float | None = None, rlimit: int = 5_000_000,
-          seed: int = 0, name: str | None = None) -> Report:
+          seed: int = 0, name: str | None = None, max_rank: int = 400) -> Report:
     """Decide whether PyTorch's gradient of ``fn`` at ``inputs`` is one the mathematics allows.
 
     ``fn`` is an ``nn.Module`` (checked in the mode it is in: call ``.eval()``) or a
@@ -47,12 +49,15 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     respect to the floating-point inputs that require grad (all of them if none
     does), or those listed in ``wrt``.
 
-    ``neighbours`` enumerates the full-dimensional strata around the input (at most
-    ``max_pieces``) to decide the differentiable / true-gradient / Clarke fields.
-    ``rtol``/``atol`` override the per-dtype tolerance used when float arithmetic
-    does not replay the exact values. ``rlimit`` bounds every z3 query (resource
-    units, machine independent).
+    ``neighbours`` decides the differentiable / true-gradient / Clarke fields (one-sided
+    directional derivatives, and for small programs an enumeration of at most
+    ``max_pieces`` neighbouring strata). ``rtol``/``atol`` override the per-dtype tolerance
+    used when float arithmetic does not replay the exact values. ``rlimit`` bounds every z3
+    query (resource units, machine independent). ``max_rank`` bounds the exact linear solves
+    of the failure path (a witness or a nonzero Y); past it the verdict is ``UNKNOWN``.
     """
+    _validate(neighbours=neighbours, max_pieces=max_pieces, forward_mode=forward_mode, rtol=rtol, atol=atol,
+              rlimit=rlimit, seed=seed, max_rank=max_rank)
     clock = {}
     t0 = time.perf_counter()
     lim = SolverLimits(rlimit=rlimit, seed=seed)
@@ -70,9 +75,11 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
 
     # --- floats: did the framework replay the exact values, and take the same branches?
     ev_fw = model.evaluate(x_exact, framework_args=True)
+    rounding = []
     for node, d_ex, d_fw in zip(tr.nodes, ev.discs, ev_fw.discs):
         if [case_keys(a) for a in d_ex] != [case_keys(b) for b in d_fw]:
             rep.rounding_nodes.append(f"{node.label} at {node.where}")
+            rounding.append((node, d_ex, d_fw))
     exact_forward, first_diff = _forward_is_exact(model, ev)
     for c in ev.ctxs:
         note = c.aux.get("note")
@@ -86,42 +93,16 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         rep.tolerance = (rtol if rtol is not None else base[0], atol if atol is not None else base[1])
         if not exact_forward and first_diff:
             rep.notes.append(f"float forward differs from exact arithmetic first at {first_diff}")
-    tol = rep.tolerance
 
-    # --- exact derivatives on the stratum
+    # --- exact derivatives on the stratum: J_S (reverse mode when it is cheaper), the tie rows' support
     t1 = time.perf_counter()
-    tans = model.linearize(ev, wrt)
-    J_S = model.output_jacobian(ev, tans, n)
+    J_S, tans = _stratum_jacobian(model, ev, wrt, n)
     m = J_S.shape[0]
     rep.n_outputs = m
-    tie_rows, strict_vals = [], []
-    for node, d in zip(tr.nodes, ev.discs):
-        for disc in d:
-            s = disc.signs()
-            if (s == 0).any():
-                tie_rows.append(rows_to_int(model.disc_rows(ev, tans, node.index, disc, n, select=(s == 0),
-                                                            exact=False)))
-            if len(strict_vals) < 16:
-                strict_vals.extend(disc.values[s != 0][:16 - len(strict_vals)].tolist())
-    if tie_rows and all(r.dtype == np.int64 for r in tie_rows):
-        A = np.concatenate(tie_rows, axis=0)
-    else:
-        A = np.concatenate([r.astype(object) for r in tie_rows], axis=0) if tie_rows else np.zeros((0, n), dtype=object)
-    A = A[np.asarray(A != 0).any(axis=1)] if A.shape[0] else A
-    try:
-        rank, N = kernel(A)
-    except KernelUndecided as e:
-        rank, N = None, None
-        rep.reasons["tangent space"] = str(e)
-    rep.tangent_dim = None if rank is None else n - rank
-    clock["exact derivatives+tangent space"] = time.perf_counter() - t1
-
-    x_flat = np.concatenate([x_exact[i].ravel() for i in wrt])
-    A_spot = A[:2]          # a spot certificate: z3 re-checks a few constraints at x
-    mem = membership(x_flat, A_spot, [sum((int(r[j]) * x_flat[j] for j in np.nonzero(r)[0]), Q0) for r in A_spot],
-                     strict_vals, lim)
-    if rank is None:
-        mem = type(mem)(None, rep.reasons["tangent space"])
+    ties = certify.find_ties(model, ev, wrt)
+    if ties.support_note:
+        rep.notes.append(ties.support_note)
+    clock["exact derivatives"] = time.perf_counter() - t1
 
     # --- the framework
     t2 = time.perf_counter()
@@ -134,78 +115,333 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         if J_fwd is None:
             rep.reasons["forward = reverse"] = why
         else:
-            rep.forward_matches_reverse = _same(J_fwd, J_fw, rep.exact_mode, tol)
+            rep.forward_matches_reverse = _same(J_fwd, J_fw, rep.exact_mode, rep.tolerance)
+    lin = framework.check_linearity(tr, wrt, J_fw, rep.tolerance or TOLERANCES[torch.float64]) if finite else None
     clock["framework jacobians"] = time.perf_counter() - t2
 
-    # --- the verdict
-    if not finite:
-        D_ok = False
-        rep.mismatch = "the framework's gradient holds a non-finite value (NaN or inf)"
-    elif rank is None:
-        D_ok = False
-    else:
-        J_fw_e = from_floats(J_fw)
-        D = J_fw_e - J_S
-        DN = _times_kernel(D, N)
-        D_ok = is_zero(DN)
-        if not D_ok and rep.exact_mode:
-            # The forward replays exact values, but the backward may still round (a
-            # 3-way tie splits the gradient into thirds). A difference within float64
-            # rounding is reported as such, with the tolerance, never as exact.
-            fallback = (rtol if rtol is not None else TOLERANCES[torch.float64][0],
-                        atol if atol is not None else TOLERANCES[torch.float64][1])
-            ok, _ = _tolerant_compare(J_fw, J_S, N, fallback, rank)
-            if ok:
-                rep.exact_mode, rep.tolerance, tol = False, fallback, fallback
-                rep.notes.append("the framework's backward pass rounds (its gradient is not exactly representable); "
-                                 "gradients compared with the float64 tolerance")
-        if not D_ok and not rep.exact_mode:
-            D_ok, rep.mismatch = _tolerant_compare(J_fw, J_S, N, tol, rank)
-        elif not D_ok:
-            rep.mismatch = _exact_mismatch(J_fw, J_S, N, DN, rank)
-    lin = framework.check_linearity(tr, wrt, J_fw, tol or TOLERANCES[torch.float64]) if finite else None
+    # --- the verdict and its certificate
+    t3 = time.perf_counter()
     if lin is not None and not lin.ok:
         rep.verdict = Verdict.NONLINEAR_VJP
         rep.mismatch = lin.detail
-    elif rep.rounding_nodes:
+        rep.certificate = _linearity_certificate(lin, n, m)
+    elif rounding:
         rep.verdict = Verdict.ROUNDING_BRANCH
-    elif mem.sat is None:
-        rep.verdict = Verdict.UNKNOWN
-        rep.reasons["membership"] = mem.reason
-    elif mem.sat is False:  # pragma: no cover - would be a bug in the exact model
-        rep.verdict = Verdict.UNKNOWN
-        rep.reasons["membership"] = "z3 found the input outside its own stratum (an inconsistency in mtcheck)"
-    elif rank == 0:
-        rep.verdict = Verdict.SMOOTH_OK if D_ok else Verdict.SMOOTH_WRONG
+        rep.certificate = _rounding_certificate(rounding, n, m)
+    elif not finite:
+        # a NaN or inf gradient is wrong wherever the program is Lipschitz; the entry is its own proof
+        bad = np.argwhere(~np.isfinite(J_fw))[0]
+        rep.verdict = Verdict.NOT_ASSOCIATED if ties.k else Verdict.SMOOTH_WRONG
+        rep.mismatch = (f"the framework's gradient holds a non-finite value ({J_fw[tuple(bad)]!r}) at index "
+                        f"(output {bad[0]}, input {bad[1]}); the program is Lipschitz, so every gradient is finite")
+        rep.reasons["certificate"] = "none needed: the non-finite entry of the framework's Jacobian is the proof"
     else:
-        rep.verdict = Verdict.ASSOCIATED if D_ok else Verdict.NOT_ASSOCIATED
-    if finite and rep.verdict in (Verdict.NOT_ASSOCIATED, Verdict.SMOOTH_WRONG):
-        rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN if rep.exact_mode else _float_dn(J_fw, J_S, N))
-    if rank is None and rep.verdict not in (Verdict.NONLINEAR_VJP, Verdict.ROUNDING_BRANCH):
-        rep.verdict = Verdict.UNKNOWN
+        try:
+            _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank)
+        except certify.Budget as e:
+            rep.verdict = Verdict.UNKNOWN
+            rep.reasons["budget"] = str(e)
+        if rep.exact_mode and not rep.verdict.passed:
+            # The forward replays exact values, but the backward may still round (a 3-way tie splits
+            # the gradient into thirds). A difference within float64 rounding is reported as such,
+            # with the tolerance, never as exact.
+            alt = Report(Verdict.UNKNOWN)
+            alt.tolerance = (rtol if rtol is not None else TOLERANCES[torch.float64][0],
+                             atol if atol is not None else TOLERANCES[torch.float64][1])
+            try:
+                _decide(alt, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank)
+            except certify.Budget:
+                pass
+            if alt.verdict.passed:
+                rep.exact_mode, rep.tolerance = False, alt.tolerance
+                for k in ("verdict", "certificate", "tangent_dim", "mismatch", "witness"):
+                    setattr(rep, k, getattr(alt, k))
+                rep.reasons.pop("budget", None)
+                rep.reasons.update(alt.reasons)
+                rep.notes.extend(alt.notes)
+                rep.notes.append("the framework's backward pass rounds (its gradient is not exactly representable); "
+                                 "gradients compared with the float64 tolerance")
+    if rep.certificate is not None:
+        from .certificate import verify
+
+        res = verify(rep.certificate)
+        rep.certificate_ok = res.ok
+        rep.certificate_check = res.reason
+        if not res.ok:   # pragma: no cover - an engine bug: never report an unproven verdict
+            rep.reasons["certificate"] = f"the independent checker rejected the certificate: {res.reason}"
+            rep.verdict = Verdict.UNKNOWN
+    clock["verdict+certificate"] = time.perf_counter() - t3
 
     # --- neighbouring strata: differentiable, true gradient, Clarke
-    t3 = time.perf_counter()
-    if rank == 0:
+    t4 = time.perf_counter()
+    if rep.verdict in (Verdict.SMOOTH_OK, Verdict.SMOOTH_WRONG):
         rep.differentiable = True
         rep.true_gradient = rep.stratum_jacobian
-        rep.true_gradient_match = D_ok if finite else False
+        rep.true_gradient_match = rep.verdict is Verdict.SMOOTH_OK
         rep.clarke = rep.true_gradient_match if m == 1 else None
         rep.pieces = 1
-    elif neighbours and finite and rank is not None and not _piecewise_affine(model, tans):
+    elif not neighbours:
+        rep.reasons["differentiable"] = "neighbouring strata not enumerated (neighbours=False)"
+    elif not finite or rep.verdict is Verdict.UNKNOWN:
+        rep.reasons["differentiable"] = "not decided (the verdict is not decided)"
+    elif not _piecewise_affine(model, tans if tans is not None else {r: True for r in model.live_refs(wrt)}):
         rep.reasons["differentiable"] = ("the program is not piecewise affine (it multiplies input-dependent values), "
                                          "so Jacobians vary inside a stratum; the neighbouring-strata test is not done")
         rep.reasons["Clarke"] = "needs the neighbouring strata (not enumerated)"
-    elif neighbours and finite and rank is not None:
-        _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol)
     else:
-        rep.reasons["differentiable"] = "neighbouring strata not enumerated (neighbours=False)"
+        tol = rep.tolerance
+        if n <= SMALL_N:
+            _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol)
+        else:
+            _directional(rep, fn, tr, model, ev, x_exact, leaves, wrt, n, m, seed, max_pieces)
     if m != 1 and rep.clarke is None:
         rep.reasons.setdefault("Clarke", "defined here for scalar outputs only")
-    clock["neighbouring strata"] = time.perf_counter() - t3
+    clock["neighbouring strata"] = time.perf_counter() - t4
     rep.timings = clock
     rep.replay = _replay_text(rep.program, inputs, wrt)
     return rep
+
+
+SMALL_N = 64        # up to this many inputs the neighbouring strata are enumerated with z3
+EXACT_RANK_ENTRIES = 20_000   # tie matrices up to this many entries get an exact rank (the tangent dimension)
+
+
+def _validate(**opts):
+    from .errors import CheckInputError
+
+    for k in ("neighbours", "forward_mode"):
+        if not isinstance(opts[k], bool):
+            raise CheckInputError(f"{k} must be True or False, not {opts[k]!r}")
+    for k in ("max_pieces", "rlimit", "seed", "max_rank"):
+        v = opts[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or (k != "seed" and v < 1) or v < 0:
+            raise CheckInputError(f"{k} must be a {'non-negative' if k == 'seed' else 'positive'} integer, not {v!r}")
+    for k in ("rtol", "atol"):
+        v = opts[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+            raise CheckInputError(f"{k} must be a finite number >= 0 (or None for the dtype's default), not {v!r}")
+
+
+def _stratum_jacobian(model, ev, wrt, n):
+    """J_S exactly: reverse mode (one pass per output) when outputs are fewer than inputs and
+    every rule on the way has a reverse rule, else forward mode. Returns (J_S, forward tangents or None)."""
+    from .model import NoReverse
+
+    seeds, m = model.output_seeds(ev)
+    if m < n:
+        try:
+            return model.reverse(ev, wrt, seeds, m), None
+        except NoReverse:
+            pass
+    tans = model.linearize(ev, wrt)
+    return model.output_jacobian(ev, tans, n), tans
+
+
+def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
+    """The verdict by row space (see :mod:`mtcheck.certify`) and its certificate."""
+    tol = None if rep.exact_mode else rep.tolerance
+    J_fw_e = from_floats(J_fw)
+    D = J_fw_e - J_S
+    tols = certify.row_tolerances(J_S, tol)
+    l1 = certify.row_l1(D)
+    small = all(v <= t for v, t in zip(l1, tols)) if tol is not None else all(v == 0 for v in l1)
+    cert = {"format": "mtcheck-certificate", "version": 1, "n": n, "m": m,
+            "tolerance": None if tol is None else {"rtol": certify.rational(q(tol[0])),
+                                                   "atol": certify.rational(q(tol[1]))},
+            "J_fw": certify.encode_floats(J_fw), "J_S": certify.encode(J_S),
+            "tie_rows": None, "nonzero_tie_row": None, "Y": None, "witness": None}
+    rep.certificate = cert
+
+    # is T(x) a proper subspace? one nonzero tie row proves it; structural zeros prove the converse
+    nonzero = None
+    k = ties.k
+    for start in range(0, min(k, 64), 8):
+        rows = certify.tie_rows(model, ev, wrt, ties, n, start, 8)
+        for r in rows:
+            if any(v != 0 for v in r.tolist()):
+                nonzero = r
+                break
+        if nonzero is not None:
+            break
+    A = None
+    if nonzero is None and k > 64:
+        A = certify.tie_rows(model, ev, wrt, ties, n)
+        nz = [r for r in A if any(v != 0 for v in r.tolist())]
+        nonzero = nz[0] if nz else None
+    if nonzero is None:
+        # every tie row is zero: the stratum is open, T(x) = R^n
+        rep.tangent_dim = n
+        cert["tie_rows"] = None if k == 0 else {"columns": None, "A": certify.encode(
+            A if A is not None else certify.tie_rows(model, ev, wrt, ties, n))}
+        if ties.total and not k:
+            rep.notes.append(f"{ties.total} tied entries, all with structurally zero derivative rows (dead units)")
+        if small:
+            rep.verdict = Verdict.SMOOTH_OK
+        else:
+            rep.verdict = Verdict.SMOOTH_WRONG
+            i = int(np.argmax([float(v - t) for v, t in zip(l1, tols)]))
+            t = np.array([q(1) if v > 0 else q(-1) if v < 0 else Q0 for v in D[i].tolist()], dtype=object) \
+                if tol is not None else _unit(n, next(j for j, v in enumerate(D[i].tolist()) if v != 0))
+            cert["witness"] = {"output": i, "t": certify.encode(t), "columns": None}
+            rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t, i)
+            rep.mismatch = _mismatch_rows(D, J_fw, J_S, l1, tols, tol, "framework Jacobian vs the program's Jacobian")
+        cert["verdict"] = str(rep.verdict)
+        return
+    cert["nonzero_tie_row"] = certify.encode(np.asarray(nonzero, dtype=object))
+    if ties.k * n <= EXACT_RANK_ENTRIES:
+        # small enough to compute the exact rank (FLINT, fraction-free): the tangent dimension
+        if A is None:
+            A = certify.tie_rows(model, ev, wrt, ties, n)
+        Ai, _ = certify.to_ints(A)
+        rep.tangent_dim = n - flint.fmpz_mat(Ai.shape[0], n, [int(v) for v in Ai.ravel().tolist()]).rank()
+    if small:
+        rep.verdict = Verdict.ASSOCIATED
+        cert["verdict"] = "ASSOCIATED"
+        rep.reasons.setdefault("tangent space", "not computed: the certificate Y = 0 needs no basis of T(x) "
+                                                 "(one nonzero tie row shows T(x) != R^n)")
+        return
+
+    # the hard path: D is not (near) zero. Compute the tie matrix exactly and find Y or a witness.
+    if A is None:
+        A = certify.tie_rows(model, ev, wrt, ties, n)
+    A = A[[any(v != 0 for v in r.tolist()) for r in A]]
+    Ai, a_den = certify.to_ints(A)
+    b = certify.basis(Ai)
+    if rep.tangent_dim is None:
+        rep.reasons["tangent space"] = (f"rank of the {A.shape[0]}x{n} tie matrix modulo a prime: {len(b.cols)} "
+                                        f"(a lower bound of the rank; so dim T(x) <= {n - len(b.cols)})")
+    A_f = certify.floats_of(A)
+    Jsf = to_float(J_S)
+    D_f = J_fw - Jsf
+    if tol is None:
+        Y = certify.exact_y(Ai, a_den, D, b, max_rank)
+        if Y is not None:
+            used = [j for j in range(Y.shape[1]) if any(v != 0 for v in Y[:, j].tolist())]
+            cert["Y"] = certify.encode(Y[:, used])
+            cert["tie_rows"] = {"columns": None, "A": certify.encode(A[used])}
+            rep.verdict = Verdict.ASSOCIATED
+            cert["verdict"] = "ASSOCIATED"
+            rep.notes.append(f"J_fw - J_S is a combination of {len(used)} tie rows (exact certificate Y)")
+            return
+    else:
+        Yf = certify.float_y(A_f, D_f)
+        used = [j for j in range(Yf.shape[1]) if (Yf[:, j] != 0).any()]
+        if used:
+            Ye = from_floats(Yf[:, used])
+            R = D - _mm(Ye, A[used])
+            if all(v <= t for v, t in zip(certify.row_l1(R), tols)):
+                cert["Y"] = certify.encode(Ye)
+                cert["tie_rows"] = {"columns": None, "A": certify.encode(A[used])}
+                rep.verdict = Verdict.ASSOCIATED
+                cert["verdict"] = "ASSOCIATED"
+                rep.notes.append(f"J_fw - J_S is within the tolerance of a combination of {len(used)} tie rows "
+                                 "(certificate Y, residual checked exactly)")
+                return
+    # a witness: an exact kernel vector t of A along which D t is beyond the tolerance
+    frees = certify.kernel_candidates(b, n)
+    if not frees:
+        raise certify.Budget("no free column modulo the prime (rank modulo p = n) while D is outside the row "
+                             "space: neither certificate found")
+    V = certify.kernel_vectors_float(A_f, b, frees)
+    DV = D_f @ V
+    scale = np.abs(V).max(axis=0)
+    tolf = np.array([float(t) for t in tols])
+    score = np.abs(DV) / scale[None, :] - tolf[:, None]
+    order = np.argsort(-score.max(axis=0))
+    for jj in order[:8]:
+        f = frees[int(jj)]
+        kv = certify.exact_kernel_vector(Ai, b, f, max_rank)
+        if kv is None:
+            continue
+        support, tv = kv
+        t_sup = np.array([q(v) for v in tv], dtype=object)
+        Dt = [sum((D[i, c] * tc for c, tc in zip(support, t_sup.tolist())), Q0) for i in range(m)]
+        tinf = max(abs(v) for v in t_sup.tolist())
+        margins = [abs(v) - q(tols[i].numerator) / tols[i].denominator * tinf for i, v in enumerate(Dt)]
+        i = int(np.argmax([float(v) for v in margins]))
+        if margins[i] > 0:
+            t_full = np.empty(n, dtype=object)
+            t_full.fill(Q0)
+            t_full[np.asarray(support)] = t_sup
+            cert["tie_rows"] = {"columns": support, "A": certify.encode(A[:, np.asarray(support)])}
+            cert["witness"] = {"output": i, "t": certify.encode(t_sup), "columns": support}
+            rep.verdict = Verdict.NOT_ASSOCIATED
+            cert["verdict"] = "NOT_ASSOCIATED"
+            rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t_full, i)
+            rep.mismatch = _mismatch_witness(D_f, i, t_full, J_fw, Jsf, tols, tol, len(support))
+            return
+    raise certify.Budget("neither certificate found: D = J_fw - J_S is not within the tolerance of a combination "
+                         "of tie rows, and no kernel vector tried shows a difference beyond it")
+
+
+def _mm(a, b):
+    from ._exact import matmul2d
+
+    return matmul2d(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+
+
+def _unit(n, j):
+    t = np.empty(n, dtype=object)
+    t.fill(Q0)
+    t[j] = Q1
+    return t
+
+
+def _mismatch_rows(D, J_fw, J_S, l1, tols, tol, what):
+    Jsf = to_float(J_S)
+    diff = np.abs(J_fw - Jsf)
+    bad = (diff != 0) if tol is None else diff > float(tol[1]) + float(tol[0]) * np.abs(Jsf)
+    if not bad.any():
+        bad = diff == diff.max()
+    rows = [i for i, (v, t) in enumerate(zip(l1, tols)) if v > t]
+    txt = _mismatch_text(J_fw, Jsf, diff, bad, tol, 0)
+    if tol is not None:
+        txt += "\nRows beyond their tolerance (||D_i||_1 > atol + rtol ||J_S[i]||_1): " + ", ".join(
+            f"output {i}: {float(l1[i]):.6g} > {float(tols[i]):.6g}" for i in rows[:6])
+    return txt
+
+
+def _mismatch_witness(D_f, i, t, J_fw, Jsf, tols, tol, support):
+    tf = to_float(t)
+    a, b = float(J_fw[i] @ tf), float(Jsf[i] @ tf)
+    tinf = float(np.abs(tf).max())
+    tol_txt = "exact comparison, no tolerance" if tol is None else \
+        f"rtol={tol[0]:g}, atol={tol[1]:g}; bound tol_i * ||t||_inf = {float(tols[i]) * tinf:.6g}"
+    Dt = np.abs(D_f @ tf)
+    bound = np.array([float(t) for t in tols]) * tinf
+    k = int((Dt > bound).sum()) or 1
+    m = Dt.size
+    return (f"Compared: the framework's and the program's rates along a direction t of the stratum's tangent space "
+            f"({tol_txt}).\n"
+            f"Mismatched elements: {k} / {m} ({100.0 * k / m:.1f}%) of J t\n"
+            f"Greatest absolute difference: {abs(a - b):.6g} at index (output {i}, along t)\n"
+            f"Along t (exact, {support} nonzero coordinates, ||t||_inf = {tinf:.6g}): output {i}: "
+            f"framework J t = {a:.17g}, program J_S t = {b:.17g}, difference {abs(a - b):.6g}")
+
+
+def _linearity_certificate(lin, n, m):
+    c = getattr(lin, "certificate", None)
+    if c is None:
+        return None
+    return {"format": "mtcheck-certificate", "version": 1, "verdict": "NONLINEAR_VJP", "n": n, "m": m,
+            "linearity": c}
+
+
+def _rounding_certificate(rounding, n, m):
+    entries = []
+    for node, d_ex, d_fw in rounding:
+        for a, b in zip(d_ex, d_fw):
+            sa, sb = a.signs(), b.signs()
+            if sa.shape != sb.shape:
+                continue
+            diff = np.nonzero(sa != sb)[0]
+            for j in diff[:4]:
+                entries.append({"node": f"{node.label} at {node.where}", "exact": certify.rational(a.values[j]),
+                                "framework": certify.rational(b.values[j])})
+    if not entries:
+        return None
+    return {"format": "mtcheck-certificate", "version": 1, "verdict": "ROUNDING_BRANCH", "n": n, "m": m,
+            "rounding": entries}
 
 
 _BILINEAR = ("aten.mul.", "aten.div.", "aten.mm.", "aten.bmm.", "aten.matmul.", "aten.mv.", "aten.dot.",
@@ -273,78 +509,6 @@ def _same(a: np.ndarray, b: np.ndarray, exact: bool, tol) -> bool:
     return bool((np.abs(a - b) <= atol + rtol * np.abs(b)).all())
 
 
-def _times_kernel(D, N) -> np.ndarray:
-    """D @ N exactly, for an exact (m, n) rational D and an fmpz_mat kernel basis N: (m, n - rank) fmpq."""
-    m = D.shape[0]
-    if N.ncols() == 0:
-        return zeros((m, 0))
-    Di = rows_to_int(D)
-    scale = [_row_scale(D[i], Di[i]) for i in range(m)]
-    P = N.left_mul(Di)
-    out = zeros((m, N.ncols()))
-    for i in range(m):
-        for j in range(N.ncols()):
-            v = int(P[i, j])
-            if v:
-                out[i, j] = q(v) * scale[i]
-    return out
-
-
-def _row_scale(row, ints):
-    """The rational s with row = s * ints (rows_to_int scaled the row by 1/s)."""
-    for v, k in zip(row.tolist(), ints.tolist()):
-        if k:
-            return q(v) / k
-    return Q1
-
-
-def _kernel_array(N) -> np.ndarray:
-    """An fmpz_mat kernel basis as an (n, d) fmpq object array."""
-    n, d = N.nrows(), N.ncols()
-    out = zeros((n, d))
-    ent = N.entries()
-    for i in range(n):
-        for j in range(d):
-            v = int(ent[i * d + j])
-            if v:
-                out[i, j] = q(v)
-    return out
-
-
-def _kernel_float(N) -> np.ndarray:
-    """A kernel basis as float64 columns, each scaled so that its largest entry has 60 bits
-    (the columns of an integer kernel can hold numbers far beyond float range)."""
-    n, d = N.nrows(), N.ncols()
-    ent = [int(v) for v in N.entries()]
-    out = np.zeros((n, d))
-    for j in range(d):
-        col = ent[j::d]
-        shift = max(max(abs(v).bit_length() for v in col) - 60, 0)
-        out[:, j] = [float(v >> shift) if v >= 0 else -float((-v) >> shift) for v in col]
-    return out
-
-
-def _orthonormal(N) -> np.ndarray:
-    Nf = _kernel_float(N) if hasattr(N, "ncols") else to_float(N)
-    if Nf.shape[1] == 0:
-        return Nf
-    qm, _ = np.linalg.qr(Nf)
-    return qm
-
-
-def _tolerant_compare(J_fw, J_S, N, tol, rank):
-    """assert_close-style comparison of the framework's and the program's rates along the tangent space."""
-    rtol, atol = tol
-    Qn = np.eye(J_fw.shape[1]) if rank == 0 else _orthonormal(N)
-    a = J_fw @ Qn
-    b = to_float(J_S) @ Qn
-    diff = np.abs(a - b)
-    bad = diff > atol + rtol * np.abs(b)
-    if not bad.any():
-        return True, ""
-    return False, _mismatch_text(a, b, diff, bad, tol, rank)
-
-
 def _mismatch_text(a, b, diff, bad, tol, rank):
     total = bad.size
     k = int(bad.sum())
@@ -362,25 +526,6 @@ def _mismatch_text(a, b, diff, bad, tol, rank):
             f"Greatest relative difference: {rel[ri, rj]:.6g} at index {where.format(ri, rj)}")
 
 
-def _exact_mismatch(J_fw, J_S, N, DN, rank):
-    Jsf = to_float(J_S)
-    if rank == 0:
-        a, b = J_fw, Jsf
-    else:
-        Nf = _kernel_float(N)
-        a, b = J_fw @ Nf, Jsf @ Nf
-    diff = np.abs(a - b)
-    bad = np.asarray(DN != 0, dtype=bool) if rank else (from_floats(J_fw) != J_S)
-    return _mismatch_text(a, b, diff, np.asarray(bad, dtype=bool), None, rank)
-
-
-def _float_dn(J_fw, J_S, N):
-    if N.ncols() == 0:
-        return zeros((J_fw.shape[0], 0))
-    Nf = _kernel_float(N)
-    return from_floats(J_fw @ Nf - to_float(J_S) @ Nf)
-
-
 def _apply_step(x_exact, wrt, t, h):
     out = list(x_exact)
     off = 0
@@ -391,16 +536,16 @@ def _apply_step(x_exact, wrt, t, h):
     return out
 
 
-def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN) -> Witness:
-    absdn = np.vectorize(lambda v: abs(q(v)), otypes=[object])(DN) if DN.size else DN
-    i, j = np.unravel_index(int(np.argmax(to_float(absdn))), DN.shape)
-    t = np.array([q(v) for v in N.column(int(j))], dtype=object)
+def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t, i) -> Witness:
+    """The user-facing witness: direction t (exact), both rates, and exact values of the program
+    along t inside the stratum (a dyadic step h that keeps the pattern)."""
+    t = np.asarray(t, dtype=object)
     fw_rate = matmul2d(J_fw_e[i:i + 1], t[:, None])[0, 0]
     s_rate = matmul2d(J_S[i:i + 1], t[:, None])[0, 0]
     w = Witness(int(i), list(t), fw_rate, s_rate)
     sig = ExactModel.signature(ev)
     f0 = model.output_values(ev)[i]
-    k0 = max(max(abs(int(v.p)).bit_length() for v in t.tolist()) - 1, 0)
+    k0 = max(max(abs(int(q(v).p)).bit_length() for v in t.tolist()) - 1, 0)
     for k in range(k0, k0 + 64):
         h = q(1) / (1 << k)
         y = _apply_step(x_exact, wrt, t, h)
@@ -414,6 +559,68 @@ def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, N, DN) -> Witness:
     else:
         w.note = f"no dyadic step h >= 2^-{k0 + 63} stays in the stratum along t"
     return w
+
+
+def _directional(rep, fn, tr, model, ev, x_exact, leaves, wrt, n, m, seed, tries):
+    """Non-differentiability by one-sided directional derivatives: a differentiable function has
+    f'(x; t) = -f'(x; -t). Each rate is exact: the program is affine on the segment from x to
+    x + h t once every discriminant keeps its sign there (checked exactly)."""
+    rng = np.random.default_rng(seed)
+    for attempt in range(max(1, min(tries, 4))):
+        t = np.array([q(int(v)) for v in rng.integers(-8, 9, size=n)], dtype=object)
+        if all(v == 0 for v in t.tolist()):
+            t[0] = Q1
+        plus, why = _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, t)
+        if plus is None:
+            rep.reasons["differentiable"] = why
+            return
+        minus, why = _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, -t)
+        if minus is None:
+            rep.reasons["differentiable"] = why
+            return
+        if any(a + b != 0 for a, b in zip(plus, minus)):
+            rep.differentiable = False
+            rep.pieces = None
+            i = next(j for j, (a, b) in enumerate(zip(plus, minus)) if a + b != 0)
+            rep.reasons["differentiable"] = (
+                f"not differentiable: along a direction t the one-sided rates of output {i} are "
+                f"f'(x; t) = {float(plus[i]):.6g} and f'(x; -t) = {float(minus[i]):.6g}, whose sum is not 0 (exact)")
+            rep.reasons.setdefault("equals true gradient", "no true gradient: the program is not differentiable here")
+            if m == 1:
+                rep.reasons["Clarke"] = (f"not decided: {n} inputs is more than the enumeration of neighbouring "
+                                         f"strata handles (up to {SMALL_N})")
+            return
+    rep.reasons["differentiable"] = (f"not decided: {attempt + 1} random directions showed no kink, and {n} inputs "
+                                     f"is more than the enumeration of neighbouring strata handles (up to {SMALL_N})")
+
+
+def _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, t):
+    """Exact f'(x; t) (one value per output), or (None, why)."""
+    if tr.has_branches():
+        return None, "the program branches in Python; one-sided rates need the enumeration (small inputs only)"
+    for k in range(4, 60, 4):
+        h = q(1) / (1 << k)
+        y = _apply_step(x_exact, wrt, t, h)
+        evp = model.evaluate(y)
+        one = model.linearize(evp, wrt, t[None, :])
+        ok = True
+        for node, d0, d in zip(model.trace.nodes, ev.discs, evp.discs):
+            for disc0, disc in zip(d0, d):
+                if disc.values.shape != disc0.values.shape:
+                    ok = False
+                    break
+                rate = model.disc_rows(evp, one, node.index, disc, 1)[:, 0]
+                at_x = disc.values - rate * h          # the affine extrapolation back to x
+                s = disc.signs()
+                if ((s > 0) & (at_x < 0)).any() or ((s < 0) & (at_x > 0)).any() or ((s == 0) & (at_x != 0)).any():
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok:
+            J = model.output_jacobian(evp, one, 1)
+            return [J[i, 0] for i in range(J.shape[0])], ""
+    return None, "no dyadic step h >= 2^-56 keeps every discriminant's sign along the probe direction"
 
 
 def _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol):

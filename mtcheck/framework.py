@@ -18,6 +18,25 @@ from .trace import Trace
 class Linearity:
     ok: bool
     detail: str = ""
+    certificate: dict | None = None      # the counterexample, in the certificate format's "linearity" form
+
+
+def _vec(a) -> dict:
+    """Exact encoding of a float64 vector (floats are dyadic)."""
+    from fractions import Fraction
+
+    fr = [Fraction(float(v)) for v in np.asarray(a, dtype=np.float64).tolist()]
+    den = 1
+    for f in fr:
+        den = max(den, f.denominator)        # powers of two: the largest is a common denominator
+    return {"den": den, "num": [int(f * den) for f in fr]}
+
+
+def _rat(v) -> str:
+    from fractions import Fraction
+
+    f = Fraction(float(v))
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
 def _float_outputs(tr: Trace):
@@ -36,10 +55,30 @@ def vjp(tr: Trace, wrt: list, cot: np.ndarray) -> np.ndarray:
         off += k
     if not pairs:
         return np.zeros(sum(x.numel() for x in ins))
-    grads = torch.autograd.grad([p[0] for p in pairs], ins, [p[1] for p in pairs], retain_graph=True,
-                                allow_unused=True)
+    try:
+        grads = torch.autograd.grad([p[0] for p in pairs], ins, [p[1] for p in pairs], retain_graph=True,
+                                    allow_unused=True)
+    except (RuntimeError, NotImplementedError) as e:
+        _no_derivative(tr, e)
+        raise
     return np.concatenate([(g if g is not None else torch.zeros_like(x)).detach().to(torch.float64).reshape(-1).numpy()
                            for g, x in zip(grads, ins)])
+
+
+def _no_derivative(tr: Trace, e: Exception) -> None:
+    """PyTorch has no backward for an op of the program: a documented error naming the op and its line."""
+    import re
+
+    from .errors import UnsupportedOpError
+
+    m = re.search(r"derivative for (?:aten::)?([\w.]+) is not implemented", str(e))
+    if m is None:
+        return
+    name = m.group(1)
+    node = next((n for n in tr.nodes if n.op.split(".")[1] == name), None) if "." not in name else None
+    raise UnsupportedOpError(node.op if node is not None else f"aten.{name}", node.where if node is not None else "<unknown>",
+                             "PyTorch has no derivative for it (its backward raises), so there is no framework "
+                             "gradient to check") from None
 
 
 def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:
@@ -74,14 +113,18 @@ def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol) -> Linearity:
     if np.any(g0 != 0):
         i = int(np.nonzero(g0 != 0)[0][0])
         return Linearity(False, f"the reverse pass with a zero incoming gradient returned {g0[i]!r} at input "
-                                f"coordinate {i} (a linear map sends 0 to 0)")
+                                f"coordinate {i} (a linear map sends 0 to 0)",
+                         {"kind": "zero", "u": _vec(np.zeros(m)), "v": None, "c": None, "vjp_u": None, "vjp_v": None,
+                          "vjp_lhs": _vec(g0), "tolerance": None})
     gu = vjp(tr, wrt, u)
     for c in (-1.0, 2.0):
         gc = vjp(tr, wrt, c * u)
         if not np.array_equal(gc, c * gu, equal_nan=False):
             i = int(np.nonzero(gc != c * gu)[0][0])
             return Linearity(False, f"vjp({c:g}*u) = {gc[i]!r} but {c:g}*vjp(u) = {(c * gu)[i]!r} at input coordinate "
-                                    f"{i} (u = {u.tolist()})")
+                                    f"{i} (u = {u.tolist()})",
+                             {"kind": "scale", "u": _vec(u), "v": None, "c": _rat(c), "vjp_u": _vec(gu), "vjp_v": None,
+                              "vjp_lhs": _vec(gc), "tolerance": None})
     gv = vjp(tr, wrt, v)
     guv = vjp(tr, wrt, u + v)
     rows = J.T @ u
@@ -90,8 +133,12 @@ def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol) -> Linearity:
         bad = np.abs(lhs - rhs) > atol + rtol * np.abs(rhs)
         if bad.any():
             i = int(np.nonzero(bad)[0][0])
+            cert = None
+            if lhs is guv:
+                cert = {"kind": "additivity", "u": _vec(u), "v": _vec(v), "c": None, "vjp_u": _vec(gu),
+                        "vjp_v": _vec(gv), "vjp_lhs": _vec(guv), "tolerance": {"rtol": _rat(rtol), "atol": _rat(atol)}}
             return Linearity(False, f"{what}: {lhs[i]!r} != {rhs[i]!r} at input coordinate {i} "
-                                    f"(u = {u.tolist()}, v = {v.tolist()})")
+                                    f"(u = {u.tolist()}, v = {v.tolist()})", cert)
     return Linearity(True)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import ops as _ops
-from ._exact import from_tensor, zeros
+from ._exact import Q1, from_tensor, zeros
 from .errors import OutsideTheoryError, UnsupportedOpError
 from .ops import Ctx, Disc
 from .trace import Ref, Trace
@@ -83,10 +83,13 @@ class ExactModel:
             self.rules.append(rule)
         self._consts = [from_tensor(c) for c in tr.consts]
         from ._fastfloat import remember
+        from ._fixed import remember as remember_fixed
 
         for c, e in zip(tr.consts, self._consts):
             if c.is_floating_point() and e.dtype == object:
-                remember(e, c.detach().to(torch.float64).cpu().numpy())
+                f = c.detach().to(torch.float64).cpu().numpy()
+                remember(e, f)
+                remember_fixed(e, f)
 
     # ---------------------------------------------------------------- evaluation
     def _resolve(self, values, obj):
@@ -186,6 +189,124 @@ class ExactModel:
         except ZeroDivisionError as e:
             raise UnsupportedOpError(node.op, node.where, str(e)) from None
 
+    # ---------------------------------------------------------------- reverse mode
+    def live_refs(self, wrt) -> set:
+        """Refs whose value depends on the differentiated inputs."""
+        live = {Ref("in", i) for i in wrt}
+        for node in self.trace.nodes:
+            leaves = pytree.tree_leaves((node.args, node.kwargs), is_leaf=lambda v: isinstance(v, Ref))
+            if any(isinstance(v, Ref) and v in live for v in leaves):
+                rec = node.recorded
+                for j in range(len(rec) if isinstance(rec, tuple) else 1):
+                    live.add(Ref("node", node.index, j))
+        return live
+
+    def output_seeds(self, ev: Evaluation):
+        """Cotangent seeds for every flattened float output: (dict Ref -> (m, *shape) array, m)."""
+        blocks = []
+        for ref, t in zip(self.trace.outputs, self.trace.out_tensors):
+            if ref is None or t is None or not t.is_floating_point():
+                continue
+            blocks.append((ref, tuple(t.shape), int(np.prod(t.shape, dtype=np.int64))))
+        m = sum(b[2] for b in blocks)
+        seeds: dict = {}
+        off = 0
+        for ref, shape, size in blocks:
+            c = zeros((m, size))
+            for k in range(size):
+                c[off + k, k] = Q1
+            c = c.reshape((m,) + shape)
+            seeds[ref] = c if ref not in seeds else seeds[ref] + c
+            off += size
+        return seeds, m
+
+    def reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=()):
+        """See :meth:`_reverse`. Computes in dyadic fixed point (:mod:`mtcheck._fixed`) and redoes
+        the pass in rationals when a constant is not dyadic. Returns an fmpq object array."""
+        from ._fixed import Fx, NotDyadic, from_exact, to_exact
+
+        try:
+            fs = {r: from_exact(np.asarray(c, dtype=object)) for r, c in seeds.items()}
+            fd = [(i, d, from_exact(np.asarray(w, dtype=object))) for i, d, w in disc_seeds]
+            rows = self._reverse(ev, wrt, fs, B, fd, fixed=True)
+            return to_exact(rows) if isinstance(rows, Fx) else rows
+        except NotDyadic:
+            return self._reverse(ev, wrt, seeds, B, disc_seeds, fixed=False)
+
+    def _reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), fixed=False):
+        """Exact reverse pass on the stratum of ``ev``: rows (B, n) of ``sum over seeds`` of
+        cotangent times the derivative, over the flattened ``wrt`` inputs.
+
+        ``seeds`` maps Refs to cotangents ``(B,) + value shape``; ``disc_seeds`` is a list of
+        ``(node index, Disc, weights (B, len))``: cotangents on discriminants, so the rows are
+        ``weights @ (the discriminants' derivative rows)``. Raises :class:`NoReverse` when a node
+        the cotangents reach has no ``vjp`` (forward mode is then used)."""
+        live = self.live_refs(wrt)
+        cots: dict = {}
+
+        def acc(ref, g):
+            if g is None or not isinstance(ref, Ref) or ref not in live:
+                return
+            val = ev.inputs[ref.index] if ref.kind == "in" else ev.values.get(ref)
+            if val is None or not isinstance(val, np.ndarray) or val.dtype != object:
+                return
+            g = _obj(g).reshape((B,) + val.shape)
+            cots[ref] = g if ref not in cots else cots[ref] + g
+
+        for ref, c in seeds.items():
+            if ref.kind == "const":
+                continue
+            acc(ref, c)
+        for node_index, disc, w in disc_seeds:
+            node = self.trace.nodes[node_index]
+            leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                      if isinstance(v, Ref) or _is_tensor_like(v)]
+            w = _obj(w)
+            if disc.negate:
+                w = -w
+            for pos, idx, sign in ((disc.a, disc.idx_a, 1), (disc.b, disc.idx_b, -1)):
+                if pos is None or not isinstance(leaves[pos], Ref) or leaves[pos] not in live:
+                    continue
+                ref = leaves[pos]
+                val = ev.inputs[ref.index] if ref.kind == "in" else ev.values[ref]
+                g = _zeros_like((B, val.size), w)
+                np.add.at(g, (slice(None), np.asarray(idx)), w if sign > 0 else -w)
+                acc(ref, g)
+        for node, rule, ctx in zip(reversed(self.trace.nodes), reversed(self.rules), reversed(ev.ctxs)):
+            rec = node.recorded
+            nout = len(rec) if isinstance(rec, tuple) else 1
+            outs = [cots.pop(Ref("node", node.index, j), None) for j in range(nout)]
+            if all(c is None for c in outs):
+                continue
+            if rule.vjp is None:
+                raise NoReverse(f"{node.op} has no reverse-mode rule")
+            args = self._resolve(ev.values, node.args)
+            kwargs = self._resolve(ev.values, node.kwargs)
+            out = ev.values.get(Ref("node", node.index, 0))
+            if isinstance(rec, tuple):
+                out = tuple(ev.values[Ref("node", node.index, j)] for j in range(nout))
+            refs = _ref_leaves(node.args)
+            ctx.aux["live"] = [_any_live(a, live) for a in node.args]
+            if any(isinstance(v, Ref) and v in live for v in
+                   pytree.tree_leaves(node.kwargs, is_leaf=lambda v: isinstance(v, Ref))):
+                raise NoReverse(f"{node.op} takes an input-dependent tensor as a keyword argument")
+            cot = tuple(outs) if isinstance(rec, tuple) else outs[0]
+            grads = self._call(node, rule.vjp, ctx, args, kwargs, out, cot)
+            if len(grads) != len(refs):  # pragma: no cover - a rule bug
+                raise NoReverse(f"{node.op}: vjp returned {len(grads)} cotangents for {len(refs)} tensors")
+            for ref, g in zip(refs, grads):
+                if g is None and isinstance(ref, Ref) and ref in live:
+                    val = ev.inputs[ref.index] if ref.kind == "in" else ev.values.get(ref)
+                    if isinstance(val, np.ndarray) and val.dtype == object:
+                        raise NoReverse(f"{node.op}: no reverse-mode derivative for an input-dependent argument")
+                acc(ref, g)
+        rows = []
+        for i in wrt:
+            g = cots.get(Ref("in", i))
+            rows.append(_zeros_like((B, ev.inputs[i].size), next(iter(cots.values()), None) if fixed else None)
+                        if g is None else g.reshape(B, -1))
+        return np.concatenate(rows, axis=1) if rows else zeros((B, 0))
+
     # ---------------------------------------------------------------- derivatives
     def linearize(self, ev: Evaluation, wrt: list, directions=None, fast: bool = True):
         """Forward-mode derivatives on the stratum of ``ev``.
@@ -213,8 +334,37 @@ class ExactModel:
                 pass
         return self._linearize(ev, wrt, directions, fast=False)
 
-    def _linearize(self, ev, wrt, directions, fast):
+    def support(self, ev: Evaluation, wrt: list) -> dict:
+        """Structural support of every tangent (:mod:`mtcheck._support`): Ref -> Dep flags of
+        shape (1,) + value shape, 0 where the derivative is exactly zero in every direction.
+        Raises NotStructural when a rule leaves the flag arithmetic."""
+        from ._support import ones
+
+        n = sum(ev.inputs[i].size for i in wrt)
+        return self._linearize(ev, wrt, ones((1, n)), fast=False, dep=True)
+
+    def disc_support(self, tans: dict, node_index: int, disc: Disc) -> np.ndarray:
+        """Bool per discriminant of ``disc``: whether its derivative row may be nonzero."""
+        from ._support import Dep
+
+        node = self.trace.nodes[node_index]
+        leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                  if isinstance(v, Ref) or _is_tensor_like(v)]
+        out = np.zeros(disc.values.size, dtype=bool)
+        for pos, idx in ((disc.a, disc.idx_a), (disc.b, disc.idx_b)):
+            if pos is None or not isinstance(leaves[pos], Ref):
+                continue
+            t = tans.get(leaves[pos])
+            if t is None:
+                continue
+            if not isinstance(t, Dep):
+                return np.ones(disc.values.size, dtype=bool)
+            out |= t.view(np.ndarray).reshape(-1)[np.asarray(idx)] != 0
+        return out
+
+    def _linearize(self, ev, wrt, directions, fast, dep=False):
         from ._fastfloat import FT, Inexact
+        from ._support import Dep, NotStructural
 
         sizes = [ev.inputs[i].size for i in wrt]
         n = sum(sizes)
@@ -250,7 +400,11 @@ class ExactModel:
             for j, tj in enumerate(t if isinstance(t, tuple) else (t,)):
                 if tj is None:
                     continue
-                if fast:
+                if dep:
+                    if not isinstance(tj, Dep):
+                        raise NotStructural(f"{node.op} left the structural-zero arithmetic")
+                    tans[Ref("node", node.index, j)] = tj
+                elif fast:
                     if not isinstance(tj, FT):
                         raise Inexact(f"{node.op} left the verified float path")
                     tans[Ref("node", node.index, j)] = tj
@@ -388,6 +542,45 @@ class ExactModel:
         for d in ev.discs:
             sig.append(tuple(bytes(disc.signs().tobytes()) for disc in d))
         return tuple(sig)
+
+
+def _obj(x):
+    from .ops._util import obj
+
+    return obj(x)
+
+
+def _zeros_like(shape, like):
+    from .ops._util import zeros_like_cot
+
+    return zeros_like_cot(shape, like)
+
+
+class NoReverse(Exception):
+    """Reverse mode is not available for this trace (a rule without ``vjp``)."""
+
+
+def _ref_leaves(args):
+    """The Refs of a node's arguments aligned with ``ops._util.tensor_leaves`` of the resolved ones."""
+    out = []
+
+    def walk(o):
+        if isinstance(o, Ref):
+            out.append(o)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(args)
+    return out
+
+
+def _any_live(a, live) -> bool:
+    if isinstance(a, Ref):
+        return a in live
+    if isinstance(a, (list, tuple)):
+        return any(_any_live(v, live) for v in a)
+    return False
 
 
 def _exact_t(t):

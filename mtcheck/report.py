@@ -91,6 +91,9 @@ class Report:
     replay: str = ""
     program: str = ""
     timings: dict = field(default_factory=dict)
+    certificate: dict | None = None         # the proof of the verdict (docs/certificates.md), plain JSON data
+    certificate_ok: bool | None = None      # re-verified by the independent mtcheck.certificate checker
+    certificate_check: str = ""             # what the checker said
 
     @property
     def passed(self) -> bool:
@@ -116,7 +119,8 @@ class Report:
                      "(the float forward does not replay the exact values)" if self.tolerance else "exact")
         out.append(f"comparison: {mode}")
         out.append(f"inputs: {self.n_inputs} coordinates, outputs: {self.n_outputs}; tangent space of the stratum: "
-                   f"dimension {self.tangent_dim}")
+                   + (f"dimension {self.tangent_dim}" if self.tangent_dim is not None else "a proper subspace"
+                      if self.verdict in (Verdict.ASSOCIATED, Verdict.NOT_ASSOCIATED) else "not decided"))
         if self.mismatch:
             out.append(self.mismatch)
         if self.witness is not None:
@@ -124,6 +128,9 @@ class Report:
         if self.rounding_nodes:
             out.append("the framework's float forward took another branch than exact arithmetic at:\n  "
                        + "\n  ".join(self.rounding_nodes))
+        if self.certificate_ok is not None:
+            out.append(f"certificate: {'verified' if self.certificate_ok else 'REJECTED'} by the independent checker "
+                       f"({self.certificate_check[:160]})")
         out.append(self.summary())
         for k, v in self.reasons.items():
             out.append(f"  {k}: {v}")

@@ -1,10 +1,10 @@
 """Strata: the constraints of a pattern, its tangent space, and the z3 queries.
 
-The stratum of ``x`` is ``{y : A y = A x, C y < d}``. Equalities are solved
-exactly first (FLINT nullspace): the tangent space is ``null(A)``. z3 is used,
-deterministically (fixed seed, a work limit ``rlimit``), for membership, for
-the cones of neighbouring full-dimensional strata, and for Clarke hulls. An
-``unknown`` answer is returned as ``None``, never as a yes.
+The stratum of ``x`` is ``{y : A y = A x, C y < d}``; its tangent space is ``null(A)``
+(decided by row space in :mod:`mtcheck.certify`, never through a basis). z3 is used,
+deterministically (fixed seed, a work limit ``rlimit``), for the cones of neighbouring
+full-dimensional strata and for Clarke hulls of small programs. An ``unknown`` answer is
+returned as ``None``, never as a yes.
 """
 
 from __future__ import annotations
@@ -73,23 +73,6 @@ def _check(s: z3.Solver, xs=None) -> Answer:
     if r == z3.unsat:
         return Answer(False)
     return Answer(None, f"z3 answered unknown ({s.reason_unknown()})")
-
-
-def membership(x, tie_rows, tie_rhs, strict_vals, lim: SolverLimits) -> Answer:
-    """Does x lie in its stratum? ``tie_rows @ y = tie_rhs`` and every strict discriminant
-    keeps its sign. Decided by z3 with y fixed to x (a certificate check of the exact model)."""
-    s = make_solver(lim)
-    used = set()
-    for r in tie_rows:
-        used.update(int(j) for j in np.nonzero(np.asarray(r) != 0)[0])
-    ys = {i: z3.Real(f"y{i}") for i in sorted(used)}     # only the coordinates the rows involve
-    for i in sorted(used):
-        s.add(ys[i] == _rv(x[i]))
-    for r, b in zip(tie_rows, tie_rhs):
-        s.add(_lin(r, ys) == _rv(b))
-    for v in strict_vals:
-        s.add(_rv(v) != 0)
-    return _check(s)
 
 
 def find_direction_outside(cones, n, lim: SolverLimits, start=None) -> Answer:

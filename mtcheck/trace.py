@@ -136,6 +136,11 @@ class _Recorder(TorchDispatchMode):
             self.consts.append(t.detach().clone())
             self.const_ids[id(t)] = i
             self.keep.append(t)
+            # a constant's memory can be written through a view (copy_ into a slice of a factory
+            # tensor): its aliases must then go stale like those of any other tensor
+            k = _storage_key(t)
+            if k is not None:
+                self.storage.setdefault(k, set()).add(id(t))
         return Ref("const", i)
 
     def _dependent(self, ref) -> bool:
@@ -150,6 +155,12 @@ class _Recorder(TorchDispatchMode):
                 raise UnsupportedOpError(
                     name, user_frame(),
                     f"it reads a tensor whose memory was changed in place through an alias ({self.stale[id(a)]})")
+        if name.startswith("aten.as_strided") and args and isinstance(args[0], torch.Tensor) \
+                and _partial_view(args[0]):
+            raise UnsupportedOpError(
+                name, user_frame(),
+                "its sizes and strides address the storage of a view (a part of a larger tensor, or strided); "
+                "the exact model follows a tensor's own elements only (mtcheck checks a copy of each input)")
         out = func(*args, **kwargs)
 
         def ref_of(v):
@@ -267,8 +278,53 @@ def prepare_inputs(inputs, wrt=None):
         t = x.detach().clone()
         if i in wrt:
             t.requires_grad_(True)
+        if _partial_view(x):
+            t._mtcheck_partial_view = True    # as_strided on it would address the user's storage, not the copy
         leaves.append(t)
     return leaves, wrt
+
+
+def _partial_view(t) -> bool:
+    """Whether ``t`` is a strided view of a storage larger than itself (or marked as the copy of one)."""
+    if getattr(t, "_mtcheck_partial_view", False):
+        return True
+    try:
+        return bool(t.storage_offset() != 0 or not t.is_contiguous()
+                    or t.untyped_storage().nbytes() != t.numel() * t.element_size())
+    except Exception:  # noqa: BLE001 - tensors without storage (meta, sparse): not strided views
+        return False
+
+
+def _frame_of(tb) -> str:
+    """The innermost user frame (outside torch, mtcheck and the standard library) of a traceback."""
+    where = "<unknown>"
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        fn = code.co_filename
+        if (fn.startswith(_PROGRAM_FILES) or not fn.startswith(_SKIP_DIRS)) and not fn.startswith("<frozen"):
+            where = f"{os.path.relpath(fn) if not fn.startswith('<') else fn}:{tb.tb_lineno} in {code.co_name}"
+        tb = tb.tb_next
+    return where
+
+
+def _autograd_refusal(e: RuntimeError, leaves) -> None:
+    """Autograd refuses the program because mtcheck made its inputs require grad: a documented error."""
+    from .errors import CheckInputError
+
+    msg = str(e)
+    where = _frame_of(e.__traceback__)
+    if "a leaf Variable that requires grad is being used in an in-place operation" in msg:
+        raise CheckInputError(
+            f"the program (at {where}) changes one of its inputs in place, which autograd forbids for the "
+            "inputs mtcheck differentiates; clone the input first (x = x.clone()) or leave it out of wrt=") from None
+    if "cannot resize variables that require grad" in msg:
+        raise CheckInputError(
+            f"the program (at {where}) resizes one of its inputs in place (resize_), which autograd forbids for "
+            "the inputs mtcheck differentiates; clone the input first or leave it out of wrt=") from None
+    if "is not differentiable with respect to argument" in msg:
+        raise CheckInputError(
+            f"the program (at {where}) passes an input mtcheck differentiates to an argument PyTorch cannot "
+            f"differentiate ({msg.split('. This input')[0]}); leave that input out of wrt=") from None
 
 
 def trace(fn, leaves) -> Trace:
@@ -276,7 +332,11 @@ def trace(fn, leaves) -> Trace:
     rec = _Recorder(leaves)
     with torch.enable_grad():
         with rec:
-            out = fn(*leaves)
+            try:
+                out = fn(*leaves)
+            except RuntimeError as e:
+                _autograd_refusal(e, leaves)
+                raise
     flat, spec = pytree.tree_flatten(out)
     refs, tensors = [], []
     for o in flat:

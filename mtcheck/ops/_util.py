@@ -22,6 +22,66 @@ def tensor_leaves(obj):
     return out
 
 
+def arg_grads(args, by_pos: dict) -> list:
+    """The list a ``vjp`` returns, from cotangents keyed by top-level argument position
+    (a list of cotangents for a list argument, e.g. ``cat``'s tensors)."""
+    out = []
+    for i, a in enumerate(args):
+        g = by_pos.get(i)
+        if isinstance(a, np.ndarray):
+            out.append(g)
+        elif isinstance(a, (list, tuple)):
+            for j, v in enumerate(a):
+                if isinstance(v, np.ndarray):
+                    out.append(None if g is None else g[j])
+    return out
+
+
+def obj(x):
+    """``x`` as an object array, keeping exact array subclasses (fixed point, verified floats)."""
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return x
+    from .._fixed import Fx
+
+    if isinstance(x, Fx):
+        return x
+    return np.asarray(x, dtype=object)
+
+
+def lift_like(v, like):
+    """A constant operand in the exact kind of the cotangent ``like``: converted to fixed point
+    when ``like`` is, before any reshape (conversions of constants are cached per array)."""
+    from .._fixed import Fx, from_exact
+
+    if isinstance(like, Fx) and isinstance(v, np.ndarray) and v.dtype == object and not isinstance(v, Fx):
+        return from_exact(v)
+    return v
+
+
+def zeros_like_cot(shape, like):
+    """Zeros of the same exact kind as the cotangent ``like`` (fixed point or rationals)."""
+    from .._fixed import Fx, zeros as fzeros
+
+    if isinstance(like, Fx):
+        return fzeros(shape, like.e)
+    return zeros(shape)
+
+
+def unbroadcast(g, arg_shape):
+    """Cotangent ``g`` of shape ``(B,) + out_shape`` summed back to ``(B,) + arg_shape``."""
+    if g is None:
+        return None
+    arg_shape = tuple(arg_shape)
+    out_shape = g.shape[1:]
+    if out_shape == arg_shape:
+        return g
+    pad = len(out_shape) - len(arg_shape)
+    axes = tuple(range(1, 1 + pad)) + tuple(1 + pad + i for i, s in enumerate(arg_shape)
+                                                if s == 1 and out_shape[pad + i] != 1)
+    r = np.sum(g, axis=axes, keepdims=True) if axes else g
+    return r.reshape((g.shape[0],) + arg_shape)
+
+
 def bcast_tangent(t, arg_shape, out_shape):
     """Tangent of an argument of shape ``arg_shape`` broadcast to ``(B,) + out_shape``."""
     if t is None:
@@ -55,7 +115,10 @@ def scale_t(t, c):
 def zeros_t(B, shape, like=None):
     """Zero tangents, of the same kind (exact objects or verified floats) as ``like``."""
     from .._fastfloat import FT, wrap
+    from .._support import Dep
 
+    if isinstance(like, Dep):
+        return np.zeros((B,) + tuple(shape)).view(Dep)
     if isinstance(like, FT):
         return wrap(np.zeros((B,) + tuple(shape)))
     return zeros((B,) + tuple(shape))
@@ -64,8 +127,9 @@ def zeros_t(B, shape, like=None):
 def tan(x):
     """A tangent result as an array of its own kind (verified floats stay verified floats)."""
     from .._fastfloat import FT
+    from .._support import Dep
 
-    if x is None or isinstance(x, FT):
+    if x is None or isinstance(x, (FT, Dep)):
         return x
     return np.asarray(x, dtype=object)
 
@@ -84,6 +148,10 @@ def exact_scalar(v, dtype=None):
         return q(int(v))
     if isinstance(v, (int, np.integer)):
         return q(int(v))
+    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+        from . import NotModelled
+
+        raise NotModelled(f"a non-finite scalar argument ({float(v)!r}) has no exact rational value")
     if dtype is not None:
         import torch
 
@@ -106,5 +174,5 @@ def ensure_obj(a):
     return as_exact(a)
 
 
-__all__ = ["Q0", "tensor_leaves", "bcast_tangent", "bcast_index", "add_t", "scale_t", "zeros_t", "tan",
+__all__ = ["Q0", "tensor_leaves", "arg_grads", "unbroadcast", "obj", "zeros_like_cot", "bcast_tangent", "bcast_index", "add_t", "scale_t", "zeros_t", "tan",
            "shape_of", "exact_scalar", "where_mask", "ensure_obj"]

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import NotLipschitz, NotModelled, Rule, register
 from .._exact import Q0, Q1, as_exact, from_tensor, q
-from ._util import add_t, bcast_tangent, exact_scalar, scale_t, shape_of, tan
+from ._util import add_t, arg_grads, bcast_tangent, exact_scalar, obj, scale_t, shape_of, tan, unbroadcast
 
 
 def _is_float_out(ctx):
@@ -22,6 +22,12 @@ def _lift(v, ctx):
 
 def _raw(v):
     return v
+
+
+def _live(ctx, pos):
+    """Whether tensor argument ``pos`` depends on the inputs (set by the model before a vjp)."""
+    live = ctx.aux.get("live")
+    return True if live is None or pos >= len(live) else bool(live[pos])
 
 
 def _t(targs, i):
@@ -64,6 +70,17 @@ class Add(_Binary):
         tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
         return add_t(ta, scale_t(tb, alpha) if alpha != Q1 else tb)
 
+    sign = 1
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        alpha = exact_scalar(kwargs.get("alpha", 1), ctx.dtype) * self.sign
+        g = {}
+        if isinstance(args[0], np.ndarray) and _live(ctx, 0):
+            g[0] = unbroadcast(cot, args[0].shape)
+        if isinstance(args[1], np.ndarray) and _live(ctx, 1):
+            g[1] = unbroadcast(cot * alpha if alpha != Q1 else cot, args[1].shape)
+        return arg_grads(args, g)
+
 
 @register("aten.sub.Tensor", "aten.sub.Scalar", "aten.sub_.Tensor", "aten.sub_.Scalar")
 class Sub(Add):
@@ -79,6 +96,8 @@ class Sub(Add):
         tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
         return add_t(ta, scale_t(tb, -alpha))
 
+    sign = -1
+
 
 @register("aten.rsub.Tensor", "aten.rsub.Scalar")
 class RSub(Rule):
@@ -87,6 +106,15 @@ class RSub(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return Sub().jvp(ctx, (args[1], args[0]), kwargs, out, (_t(targs, 1), _t(targs, 0)), tkwargs)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        alpha = exact_scalar(kwargs.get("alpha", 1), ctx.dtype)
+        g = {}
+        if isinstance(args[0], np.ndarray):       # rsub(a, b) = b - alpha * a
+            g[0] = unbroadcast(cot * (-alpha), args[0].shape)
+        if isinstance(args[1], np.ndarray):
+            g[1] = unbroadcast(cot, args[1].shape)
+        return arg_grads(args, g)
 
 
 @register("aten.neg.default", "aten.neg_.default")
@@ -97,6 +125,9 @@ class Neg(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return scale_t(targs[0], -1)
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: -cot})
+
 
 @register("aten.positive.default")
 class Positive(Rule):
@@ -105,6 +136,9 @@ class Positive(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return targs[0]
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: cot})
 
 
 @register("aten.mul.Tensor", "aten.mul.Scalar", "aten.mul_.Tensor", "aten.mul_.Scalar")
@@ -117,6 +151,15 @@ class Mul(_Binary):
         ta = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
         tb = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
         return add_t(None if ta is None else ta * b, None if tb is None else tb * a)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        a, b = _lift(args[0], ctx), _lift(args[1], ctx)
+        g = {}
+        if isinstance(args[0], np.ndarray) and _live(ctx, 0):
+            g[0] = unbroadcast(cot * b, args[0].shape)
+        if isinstance(args[1], np.ndarray) and _live(ctx, 1):
+            g[1] = unbroadcast(cot * a, args[1].shape)
+        return arg_grads(args, g)
 
 
 @register("aten.div.Tensor", "aten.div.Scalar", "aten.div_.Tensor", "aten.div_.Scalar")
@@ -139,6 +182,16 @@ class Div(_Binary):
         if tb is not None:
             res = add_t(res, -(tb * (out * inv)))
         return res
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        b = _lift(args[1], ctx)
+        inv = self.op(Q1, b, {}) if not isinstance(b, np.ndarray) else self.op(np.ones_like(b) * Q1, b, {})
+        g = {}
+        if isinstance(args[0], np.ndarray) and _live(ctx, 0):
+            g[0] = unbroadcast(cot * inv, args[0].shape)
+        if isinstance(args[1], np.ndarray) and _live(ctx, 1):
+            g[1] = unbroadcast(-(cot * (out * inv)), args[1].shape)
+        return arg_grads(args, g)
 
 
 def _dims(dim, ndim):
@@ -188,12 +241,22 @@ class Sum(Rule):
         c = self.scale(x, dims)
         return s * c if c != Q1 else s
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x, dims, keep = self._params(args, kwargs)
+        B = cot.shape[0]
+        if x.ndim == 0:
+            return arg_grads(args, {0: cot})
+        kept = tuple(1 if d in dims else n for d, n in enumerate(x.shape))
+        g = np.broadcast_to(cot.reshape((B,) + kept), (B,) + x.shape)
+        c = self.scale(x, dims)
+        return arg_grads(args, {0: obj(g * c if c != Q1 else g.copy())})
+
 
 @register("aten.mean.default", "aten.mean.dim")
 class Mean(Sum):
     def scale(self, x, dims):
         n = 1
-        for d in dims:
+        for d in dims if x.ndim else ():     # a 0-d tensor: its mean is itself
             n *= x.shape[d]
         return q(1) / n if n else Q1
 
@@ -207,6 +270,13 @@ class CumSum(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         x, dim = args[0], args[1]
         return np.cumsum(targs[0], axis=dim % max(x.ndim, 1) + 1) if x.ndim else targs[0]
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x, dim = args[0], args[1]
+        if not x.ndim:
+            return arg_grads(args, {0: cot})
+        ax = dim % x.ndim + 1
+        return arg_grads(args, {0: np.flip(np.cumsum(np.flip(cot, axis=ax), axis=ax), axis=ax)})
 
 
 @register("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.out")
@@ -225,6 +295,9 @@ class ToCopy(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return targs[0]
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: cot})
+
 
 
 @register("aten.detach.default", "aten.detach_.default")
@@ -238,6 +311,9 @@ class Detach(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return targs[0]
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: cot})
 
 
 @register("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
@@ -256,6 +332,15 @@ class Where(Rule):
             return None
         z = np.asarray(Q0, dtype=object)
         return np.where(cond[None], ta if ta is not None else z, tb if tb is not None else z)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        cond = np.broadcast_to(args[0], out.shape)[None]
+        g = {}
+        if isinstance(args[1], np.ndarray) and args[1].dtype == object:
+            g[1] = unbroadcast(np.where(cond, cot, Q0), args[1].shape)
+        if isinstance(args[2], np.ndarray) and args[2].dtype == object:
+            g[2] = unbroadcast(np.where(cond, Q0, cot), args[2].shape)
+        return arg_grads(args, g)
 
 
 @register("aten.masked_fill.Scalar", "aten.masked_fill_.Scalar", "aten.masked_fill.Tensor",
@@ -276,6 +361,13 @@ class MaskedFill(Rule):
         if t is None and tv is None:
             return None
         return np.where(mask[None], tv if tv is not None else z, t if t is not None else z)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        mask = np.broadcast_to(args[1], out.shape)[None]
+        g = {0: unbroadcast(np.where(mask, Q0, cot), args[0].shape)}
+        if isinstance(args[2], np.ndarray) and args[2].dtype == object:
+            g[2] = unbroadcast(np.where(mask, cot, Q0), args[2].shape)
+        return arg_grads(args, g)
 
 
 @register("aten.pow.Tensor_Scalar", "aten.square.default")
@@ -300,6 +392,14 @@ class PowInt(Rule):
             return None
         d = np.vectorize(lambda v: e * v ** (e - 1), otypes=[object])(x) if x.size else x
         return targs[0] * d
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        e = self._exp(ctx, args)
+        x = args[0]
+        if e == 0:
+            return arg_grads(args, {})
+        d = np.vectorize(lambda v: e * v ** (e - 1), otypes=[object])(x) if x.size else x
+        return arg_grads(args, {0: cot * d})
 
 
 
@@ -357,5 +457,9 @@ class BatchNormEval(Rule):
         if isinstance(out, tuple):
             return (t,) + (None,) * (len(out) - 1)
         return t
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        c = cot[0] if isinstance(cot, tuple) else cot
+        return arg_grads(args, {0: obj(c * ctx.aux["alpha"])})
 
 

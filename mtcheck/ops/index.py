@@ -129,6 +129,37 @@ class IndexMap(Rule):
             res.append(o.reshape((B,) + m.shape))
         return tuple(res) if isinstance(out, tuple) else res[0]
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import tensor_leaves
+
+        leaves = tensor_leaves(args)
+        sizes = [v.size if v.dtype == object else 0 for v in leaves]
+        cots = cot if isinstance(cot, tuple) else (cot,)
+        B = next(c.shape[0] for c in cots if c is not None)
+        from ._util import zeros_like_cot
+
+        g = zeros_like_cot((B, sum(sizes)), next(c for c in cots if c is not None))
+        for m, c in zip(ctx.aux["maps"], cots):
+            if c is None:
+                continue
+            mv = m.ravel()
+            cf = c.reshape(B, -1)
+            ok = mv >= 0
+            if not ok.all():
+                mv, cf = mv[ok], cf[:, ok]
+            if np.unique(mv).size == mv.size:
+                g[:, mv] = g[:, mv] + cf            # each input element is read once
+            else:
+                np.add.at(g, (slice(None), mv), cf)
+        res, off = [], 0
+        for v, n in zip(leaves, sizes):
+            if v.dtype != object:
+                res.append(None)
+                continue
+            res.append(g[:, off:off + n].reshape((B,) + v.shape))
+            off += n
+        return res
+
 
 def _tangent_leaves(args, targs):
     """Tangents aligned with tensor_leaves(args) (None where absent)."""

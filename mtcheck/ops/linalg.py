@@ -6,7 +6,7 @@ import numpy as np
 
 from . import NotModelled, Rule, register
 from .._exact import Q0, as_exact, matmul
-from ._util import add_t, exact_scalar, tan
+from ._util import add_t, arg_grads, exact_scalar, lift_like, obj, tan, unbroadcast, zeros_like_cot
 from ._windows import sliding
 
 
@@ -42,6 +42,40 @@ def _prod_jvp(a, b, ta, tb):
     return res
 
 
+def _matmul_vjp(a, b, cot, want_a=True, want_b=True):
+    """Cotangents of ``a @ b`` (numpy matmul semantics, a and b at least 1-D) for ``cot`` of
+    shape ``(B,) + out.shape``: (grad_a, grad_b) with the shapes of a and b (and B in front)."""
+    B = cot.shape[0]
+    a, b = lift_like(a, cot), lift_like(b, cot)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    c = cot
+    if a.ndim == 1:
+        c = c[..., None, :]
+    if b.ndim == 1:
+        c = c[..., None]
+    ga = gb = None
+    if want_a:
+        bt = np.swapaxes(b2, -1, -2)
+        if bt.ndim == 2:
+            ga = matmul(c, bt)                                # (B, ..., M, K)
+        else:
+            ga = matmul(c, bt[None])
+        if a.ndim == 1:
+            ga = ga[..., 0, :]
+        ga = unbroadcast(obj(ga), a.shape)
+    if want_b:
+        at = np.swapaxes(a2, -1, -2)
+        if at.ndim == 2 and c.ndim == 3:
+            gb = _tmatmul_right(at, c)                        # (B, K, N)
+        else:
+            gb = matmul(at[None] if at.ndim > 2 or c.ndim > 3 else at, c)
+        if b.ndim == 1:
+            gb = gb[..., 0]
+        gb = unbroadcast(obj(gb), b.shape)
+    return ga, gb
+
+
 @register("aten.mm.default", "aten.bmm.default", "aten.mv.default", "aten.dot.default", "aten.matmul.default",
           "aten.vdot.default")
 class MatMul(Rule):
@@ -66,6 +100,11 @@ class MatMul(Rule):
                 res = add_t(res, matmul(tb, a.T))
             return res
         return _prod_jvp(a, b, ta, tb)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        a, b = _obj(args[0]), _obj(args[1])
+        ga, gb = _matmul_vjp(a, b, cot, _live(ctx, 0), _live(ctx, 1))
+        return arg_grads(args, {0: ga, 1: gb})
 
 
 @register("aten.addmm.default", "aten.addmv.default", "aten.baddbmm.default", "aten.addbmm.default")
@@ -102,6 +141,19 @@ class AddMM(Rule):
                                              (B,) + out.shape) * beta)
         return res
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        c, a, b = _obj(args[0]), _obj(args[1]), _obj(args[2])
+        beta, alpha = self._ab(ctx, kwargs)
+        g = {}
+        if isinstance(args[0], np.ndarray) and beta != 0:
+            g[0] = unbroadcast(cot * beta, c.shape)
+        pc = cot * alpha if alpha != 1 else cot
+        if ctx.op.startswith("aten.addbmm"):
+            Bn = cot.shape[0]
+            pc = np.broadcast_to(pc[:, None], (Bn, a.shape[0]) + cot.shape[1:])
+        g[1], g[2] = _matmul_vjp(a, b, obj(pc), _live(ctx, 1), _live(ctx, 2))
+        return arg_grads(args, g)
+
 
 def _conv(x, w, stride, padding, dilation, groups, bias=None):
     """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k).
@@ -135,6 +187,58 @@ def _conv(x, w, stride, padding, dilation, groups, bias=None):
     if bias is not None:
         out = out + bias.reshape(1, OC, 1)
     return tan(out).reshape((N, OC) + tuple(out_sp))
+
+
+def _live(ctx, pos):
+    """Whether tensor argument ``pos`` depends on the inputs (set by the model before a vjp)."""
+    live = ctx.aux.get("live")
+    return True if live is None or pos >= len(live) else bool(live[pos])
+
+
+def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
+    """Transpose of :func:`_conv`: cotangents of x (B, N, C, *sp) and w (B, *w.shape)
+    for ``cot`` (B, N, OC, *out_sp)."""
+    N, C = x.shape[:2]
+    sp = x.shape[2:]
+    OC, Cg = w.shape[:2]
+    ks = w.shape[2:]
+    if isinstance(padding, str):
+        raise NotModelled(f"padding={padding!r}")
+    out_sp, idx = sliding(sp, ks, stride, padding, dilation)
+    O, K = idx.reshape(-1, idx.shape[-1]).shape
+    S = int(np.prod(sp, dtype=np.int64))
+    flat = idx.reshape(O, K)
+    B = cot.shape[0]
+    G = groups
+    OCg = OC // G
+    w, x = lift_like(w, cot), lift_like(x, cot)
+    c = cot.reshape(B, N, OC, O).transpose(0, 1, 3, 2).reshape(B * N * O, OC)     # rows (b, n, o)
+    wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                                 # (OC, K, Cg)
+    parts = []
+    for g in range(G):
+        cg = c if G == 1 else c[:, g * OCg:(g + 1) * OCg]
+        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg)).reshape(B * N, O, K, Cg))
+    gcols = parts[0] if G == 1 else np.concatenate(parts, axis=3)               # (B*N, O, K, C)
+    gx = zeros_like_cot((B * N, S, C), gcols)
+    for k in range(K):
+        pos = flat[:, k]
+        ok = pos >= 0
+        if ok.any():
+            p = pos[ok]                                    # positions are distinct for a fixed offset k
+            gx[:, p, :] = gx[:, p, :] + gcols[:, ok, k, :]
+    gx = gx.transpose(0, 2, 1).reshape((B, N, C) + tuple(sp))
+    gw = None
+    if want_w:
+        if G != 1:
+            raise NotModelled("the derivative of a grouped convolution with respect to its weights")
+        xt = x.reshape(N, C, S).transpose(0, 2, 1)
+        cols = xt[:, np.where(flat >= 0, flat, 0), :]
+        if (flat < 0).any():
+            cols = np.where((flat < 0)[None, :, :, None], Q0, cols)
+        cb = cot.reshape(B, N, OC, O).transpose(0, 2, 1, 3).reshape(B * OC, N * O)
+        gwk = matmul(cb, cols.reshape(N * O, K * C)).reshape(B, OC, K, C)
+        gw = obj(gwk.transpose(0, 1, 3, 2).reshape((B,) + tuple(w.shape)))
+    return obj(gx), gw
 
 
 def _conv_of_identity(tx, off, x, w, stride, padding, dilation, groups, unbatched, out_shape):
@@ -186,6 +290,20 @@ class Convolution(Rule):
         xx = _obj(x)[None] if unbatched else _obj(x)
         out = _conv(xx, _obj(w), stride, padding, dilation, groups, None if b is None else _obj(b))
         return out[0] if unbatched else out
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x, w, b, stride, padding, dilation, groups = self._params(ctx, args, kwargs)
+        unbatched = x.ndim == w.ndim - 1
+        Bc = cot.shape[0]
+        xx = _obj(x)[None] if unbatched else _obj(x)
+        c = cot[:, None] if unbatched else cot                            # (B, N, OC, *out_sp)
+        gx, gw = _conv_vjp(xx, _obj(w), c, stride, padding, dilation, groups,
+                           want_w=isinstance(args[1], np.ndarray) and _live(ctx, 1))
+        g = {0: gx[:, 0] if unbatched else gx, 1: gw}
+        if b is not None and isinstance(args[2], np.ndarray) and _live(ctx, 2):
+            axes = tuple(i for i in range(1, c.ndim) if i != 2)
+            g[2] = obj(np.sum(c, axis=axes)).reshape((Bc,) + b.shape)
+        return arg_grads(args, g)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         x, w, b, stride, padding, dilation, groups = self._params(ctx, args, kwargs)

@@ -164,7 +164,7 @@ class MultiMargin(Rule):
         return x, y, int(p), margin, w, red
 
     def _layout(self, x, y):
-        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        x2 = x.reshape(1, -1) if x.ndim <= 1 else x      # 0-d: one sample of one class
         N, C = x2.shape
         yy = y.reshape(-1)
         return x2, N, C, yy

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import Disc, NotLipschitz, Rule, register
 from .._exact import Q0, as_exact
-from ._util import bcast_index, bcast_tangent, exact_scalar, shape_of, tan
+from ._util import arg_grads, bcast_index, bcast_tangent, exact_scalar, shape_of, tan, unbroadcast, zeros_like_cot
 
 
 def _lift(v, ctx, dtype=None):
@@ -50,6 +50,9 @@ class Relu(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return np.where((args[0] > 0)[None], targs[0], Q0)
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: np.where((args[0] > 0)[None], cot, Q0)})
+
 
 @register("aten.leaky_relu.default", "aten.leaky_relu_.default")
 class LeakyRelu(Rule):
@@ -68,6 +71,10 @@ class LeakyRelu(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         s = self._slope(ctx, args, kwargs)
         return np.where((args[0] > 0)[None], targs[0], targs[0] * s)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        s = self._slope(ctx, args, kwargs)
+        return arg_grads(args, {0: np.where((args[0] > 0)[None], cot, cot * s)})
 
 
 @register("aten.threshold.default", "aten.threshold_.default")
@@ -89,6 +96,10 @@ class Threshold(Rule):
         th = exact_scalar(args[1], ctx.dtype)
         return np.where((args[0] > th)[None], targs[0], Q0)
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        th = exact_scalar(args[1], ctx.dtype)
+        return arg_grads(args, {0: np.where((args[0] > th)[None], cot, Q0)})
+
 
 
 @register("aten.abs.default", "aten.abs_.default")
@@ -104,6 +115,9 @@ class Abs(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return np.where((args[0] < 0)[None], -targs[0], targs[0])
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: np.where((args[0] < 0)[None], -cot, cot)})
 
 
 # ---------------------------------------------------------------- clamp family
@@ -174,6 +188,17 @@ class _ClampBase(Rule):
         z = np.asarray(Q0, dtype=object)
         tm = np.where(m1[None], tx if tx is not None else z, tlo if tlo is not None else z)
         return tan(np.where(m2[None], tm, thi if thi is not None else z))
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        lo, lo_pos, hi, hi_pos = self.bounds(ctx, args, kwargs)
+        shape, m1, m2 = ctx.aux["masks"]
+        g_m = np.where(m2[None], cot, Q0)
+        g = {0: unbroadcast(np.where(m1[None], g_m, Q0), args[0].shape)}
+        if lo_pos is not None:
+            g[lo_pos] = unbroadcast(np.where(m1[None], Q0, g_m), lo.shape)
+        if hi_pos is not None:
+            g[hi_pos] = unbroadcast(np.where(m2[None], Q0, cot), hi.shape)
+        return arg_grads(args, g)
 
 
 def _const_vs(lo, hi, hi_pos, shape):
@@ -281,6 +306,15 @@ class BinaryMax(Rule):
         return tan(np.where(ctx.aux["pick_a"][None], ta if ta is not None else z,
                             tb if tb is not None else z))
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        pick = ctx.aux["pick_a"][None]
+        g = {}
+        if isinstance(args[0], np.ndarray):
+            g[0] = unbroadcast(np.where(pick, cot, Q0), args[0].shape)
+        if isinstance(args[1], np.ndarray):
+            g[1] = unbroadcast(np.where(pick, Q0, cot), args[1].shape)
+        return arg_grads(args, g)
+
 
 # ---------------------------------------------------------------- reductions
 
@@ -319,6 +353,17 @@ def winner_jvp(ctx, out, t):
     y = out[0] if isinstance(out, tuple) else out
     res = t.reshape(B, -1)[:, src].reshape((B,) + y.shape)
     return (res, None) if isinstance(out, tuple) else res
+
+
+def winner_vjp(ctx, x, cot):
+    """Transpose of :func:`winner_jvp`: each output's cotangent goes to its window's winner."""
+    a = ctx.aux
+    c = cot[0] if isinstance(cot, tuple) else cot
+    B = c.shape[0]
+    src = a["fidx"][np.arange(a["fidx"].shape[0]), a["winner"]]
+    g = zeros_like_cot((B, x.size), c)
+    np.add.at(g, (slice(None), src), c.reshape(B, -1))
+    return g.reshape((B,) + x.shape)
 
 
 def window_disc(label, pos, flat_idx, vals2d, valid, winner, take_min):
@@ -383,6 +428,9 @@ class _Reduce(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return winner_jvp(ctx, out, targs[0])
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: winner_vjp(ctx, args[0], cot)})
 
 
 @register("aten.max.default", "aten.amax.default")
@@ -474,11 +522,16 @@ class Compare(Rule):
         return a, b
 
     def forward(self, ctx, args, kwargs):
-        a, b = self._operands(ctx, args)
         fn = self._ops[ctx.op.split(".")[1]]
+        if _nonfinite(args[1]):
+            # a finite value against inf, -inf or nan: the outcome is the same for every input
+            return np.asarray(fn(np.zeros(np.shape(args[0])), float(args[1])), dtype=bool)
+        a, b = self._operands(ctx, args)
         return np.asarray(fn(a, b), dtype=bool)
 
     def discs(self, ctx, args, kwargs, out):
+        if _nonfinite(args[1]):
+            return []
         a, b = self._operands(ctx, args)
         shape = np.broadcast_shapes(np.shape(a), np.shape(b))
         if not isinstance(args[0], np.ndarray) or args[0].dtype != object:
@@ -489,6 +542,10 @@ class Compare(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return None
+
+
+def _nonfinite(v) -> bool:
+    return isinstance(v, (float, np.floating)) and not np.isfinite(v)
 
 
 @register("aten.is_nonzero.default")
@@ -512,7 +569,14 @@ class IsNonzero(Rule):
           "aten.bitwise_not.default", "aten.bitwise_xor.Tensor", "aten.__and__.Tensor", "aten.__or__.Tensor",
           "aten.any.default", "aten.all.default", "aten.any.dim", "aten.all.dim")
 class Logical(Rule):
-    """Boolean algebra on cases: exact, no derivative."""
+    """Boolean algebra on cases: exact, no derivative. A float operand counts as ``x != 0``,
+    a case of its own (a ``cmp`` discriminant against 0)."""
+
+    nonsmooth = True
+
+    def discs(self, ctx, args, kwargs, out):
+        return [_elem_disc("cmp", v, i, Q0, None, v.shape, ctx) for i, v in enumerate(args[:2])
+                if isinstance(v, np.ndarray) and v.dtype == object and v.size]
 
     def forward(self, ctx, args, kwargs):
         name = ctx.op.split(".")[1]
@@ -525,6 +589,7 @@ class Logical(Rule):
                 return np.asarray(fn(a, axis=args[1], keepdims=args[2] if len(args) > 2 else False))
             return np.asarray(fn(a))
         b = np.asarray(args[1])
+        b = b.astype(bool) if b.dtype == object else b
         fn = {"logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor,
               "bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
               "__and__": np.bitwise_and, "__or__": np.bitwise_or}[name]

@@ -9,7 +9,8 @@ from . import Rule, register
 from .._exact import Q0, q, zeros
 from ._util import tan
 from ._windows import adaptive, sliding
-from .nonsmooth import select_windows, window_disc, winner_jvp
+from ._util import arg_grads, zeros_like_cot
+from .nonsmooth import select_windows, window_disc, winner_jvp, winner_vjp
 
 
 def _layout(x, nsp):
@@ -65,6 +66,9 @@ class _MaxPool(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return winner_jvp(ctx, out, targs[0])
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        return arg_grads(args, {0: winner_vjp(ctx, args[0], cot)})
 
 
 def _pool_args(args, kwargs, nsp):
@@ -134,6 +138,23 @@ class AdaptiveMaxPool3d(AdaptiveMaxPool2d):
 
 # ---------------------------------------------------------------- average pooling
 
+def _avg_vjp(cot, x_shape, nsp, idx, inv):
+    lead = tuple(x_shape[: len(x_shape) - nsp])
+    sp = tuple(x_shape[len(x_shape) - nsp:])
+    B = cot.shape[0]
+    R = B * int(np.prod(lead, dtype=np.int64))
+    S = int(np.prod(sp, dtype=np.int64))
+    O, K = idx.shape
+    c = cot.reshape(R, O) * inv[None, :]
+    g = zeros_like_cot((R, S), c)
+    for k in range(K):
+        pos = idx[:, k]
+        ok = pos >= 0
+        if ok.any():
+            p = pos[ok]                     # distinct positions for a fixed offset k
+            g[:, p] = g[:, p] + c[:, ok]
+    return g.reshape((B,) + lead + sp)
+
 def _avg_weights(sp, out_sp, idx, k, s, p, count_include_pad, divisor_override):
     """Divisor of each window, as PyTorch's avg_pool kernels compute it."""
     O = idx.reshape(-1, idx.shape[-1]).shape[0]
@@ -188,6 +209,14 @@ class _AvgPool(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return self._apply(targs[0], args, kwargs)
 
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x = args[0]
+        sp = x.shape[x.ndim - self.nsp:]
+        out_sp, idx, w = self._windows(sp, args, kwargs)
+        idx = idx.reshape(-1, idx.shape[-1])
+        inv = np.array([q(1) / int(v) for v in w], dtype=object)
+        return arg_grads(args, {0: _avg_vjp(cot, x.shape, self.nsp, idx, inv)})
+
 
 @register("aten.avg_pool2d.default")
 class AvgPool2d(_AvgPool):
@@ -223,6 +252,15 @@ class _AdaptiveAvg(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return self._apply(targs[0], args[1])
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x = args[0]
+        sp = x.shape[x.ndim - self.nsp:]
+        out_sp, idx = adaptive(sp, args[1])
+        idx = idx.reshape(-1, idx.shape[-1])
+        cnt = (idx >= 0).sum(axis=1)
+        inv = np.array([q(1) / int(c) for c in cnt], dtype=object)
+        return arg_grads(args, {0: _avg_vjp(cot, x.shape, self.nsp, idx, inv)})
 
 
 @register("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default")

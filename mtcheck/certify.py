@@ -1,0 +1,432 @@
+"""Deciding a verdict by row space, and the certificate that proves it.
+
+With ``D = J_fw - J_S`` and ``A`` the tie rows (the derivative rows of the tied
+discriminants, so ``T(x) = null(A)``), the framework's gradient is associated exactly when
+every row of ``D`` lies in the row space of ``A`` (within the tolerance, in float modes).
+This module decides that without a basis of ``T(x)`` (whose exact entries have
+``rank * bits`` bits for real weights):
+
+* ``Y = 0`` first: a correct framework usually makes the same choice at ties as the exact
+  model (max-pool follows the framework's own index, relu'(0) = 0), so ``D`` is zero, or
+  rounding noise within the tolerance. Then no tie row is needed beyond one nonzero row,
+  which proves ``T(x) != R^n``.
+* otherwise the tie rows are computed exactly and floats (or residues modulo a prime)
+  *find* a certificate: ``Y`` with ``D = Y A`` (plus a residual within the tolerance), or
+  a kernel vector ``t`` with ``A t = 0`` and ``D t`` beyond the tolerance. Exact integer
+  products *prove* it. A rank modulo a prime is never part of a proof.
+
+Row tolerance in float modes: ``tol_i = atol + rtol * ||J_S[i]||_1``; the claim is
+``|J_fw[i] t - J_S[i] t| <= tol_i`` for every ``t`` in ``T(x)`` with ``||t||_inf <= 1``.
+The certificates are the plain data of ``docs/certificates.md``, re-checked by the
+independent :mod:`mtcheck.certificate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import flint
+import numpy as np
+
+from ._exact import Q0, from_floats, q, to_float
+
+PRIME = (1 << 61) - 1            # a Mersenne prime: residues for *finding* pivots and row bases
+PRIMES = (PRIME, (1 << 62) - 57, (1 << 62) - 87)
+
+
+class Budget(Exception):
+    """A stated budget ran out: the verdict is UNKNOWN with this reason."""
+
+
+@dataclass
+class Ties:
+    """The tied discriminants whose derivative rows may be nonzero."""
+
+    discs: list = field(default_factory=list)     # (node index, Disc restricted to those entries)
+    total: int = 0                                # tied entries (all of them)
+    structural_zero: int = 0                      # tied entries whose row is structurally zero
+    support_note: str = ""
+
+    @property
+    def k(self) -> int:
+        return sum(d.values.size for _, d in self.discs)
+
+
+def select(disc, mask):
+    from .ops import Disc
+
+    sel = np.nonzero(mask)[0]
+    return Disc(disc.label, disc.a, None if disc.idx_a is None else disc.idx_a[sel], disc.b,
+                None if disc.idx_b is None else disc.idx_b[sel],
+                disc.const[sel] if isinstance(disc.const, np.ndarray) else disc.const,
+                disc.values[sel], disc.group[sel], disc.max_type, disc.negate, disc.branch)
+
+
+def find_ties(model, ev, wrt) -> Ties:
+    """Tied discriminants, without those whose derivative row is structurally zero."""
+    out = Ties()
+    sup = None
+    try:
+        sup = model.support(ev, wrt)
+    except Exception as e:  # noqa: BLE001 - a rule outside the flag arithmetic: assume every row may be nonzero
+        out.support_note = f"structural zeros not computed ({type(e).__name__}: {str(e)[:80]})"
+    for node, d in zip(model.trace.nodes, ev.discs):
+        for disc in d:
+            s = disc.signs()
+            tied = s == 0
+            if not tied.any():
+                continue
+            out.total += int(tied.sum())
+            if disc.a is None and disc.b is None:
+                out.structural_zero += int(tied.sum())
+                continue
+            sd = select(disc, tied)
+            if sup is not None:
+                maybe = model.disc_support(sup, node.index, sd)
+                out.structural_zero += int((~maybe).sum())
+                if not maybe.any():
+                    continue
+                sd = select(sd, maybe)
+            out.discs.append((node.index, sd))
+    return out
+
+
+def _seeds_one_hot(ties: Ties, start: int, count: int):
+    """Disc seeds giving rows start..start+count-1 of the tie matrix, one each."""
+    seeds, off = [], 0
+    for ni, d in ties.discs:
+        L = d.values.size
+        lo, hi = max(start - off, 0), min(start + count - off, L)
+        if lo < hi:
+            w = np.zeros((count, L), dtype=np.int64)
+            for j in range(lo, hi):
+                w[off + j - start, j] = 1
+            seeds.append((ni, d, w.astype(object)))
+        off += L
+    return seeds
+
+
+def tie_rows(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | None = None):
+    """Exact tie rows start..start+count-1 (fmpq, (count, n)): reverse mode when there are
+    fewer rows than inputs, forward mode otherwise."""
+    from .model import NoReverse
+
+    k = ties.k
+    count = k - start if count is None else min(count, k - start)
+    if count <= 0:
+        from ._exact import zeros
+
+        return zeros((0, n))
+    if count <= n:
+        try:
+            return model.reverse(ev, wrt, {}, count, _seeds_one_hot(ties, start, count))
+        except NoReverse:
+            pass
+    tans = model.linearize(ev, wrt)
+    rows, off = [], 0
+    for ni, d in ties.discs:
+        L = d.values.size
+        lo, hi = max(start - off, 0), min(start + count - off, L)
+        if lo < hi:
+            r = model.disc_rows(ev, tans, ni, d, n, select=np.arange(lo, hi))
+            rows.append(np.asarray(r, dtype=object))
+        off += L
+    return np.concatenate(rows, axis=0)
+
+
+# ----------------------------------------------------------------------------- integers
+
+def common_den(a: np.ndarray) -> int:
+    den = 1
+    for v in a.ravel().tolist():
+        d = int(q(v).q)
+        if d != 1 and den % d:
+            den = den * d // math.gcd(den, d)
+    return den
+
+
+def to_ints(a: np.ndarray, den: int | None = None):
+    """(integer object array, den) with a = ints / den."""
+    den = common_den(a) if den is None else den
+    flat = [int(q(v).p) * (den // int(q(v).q)) for v in a.ravel().tolist()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(a.shape), den
+
+
+def encode(a: np.ndarray) -> dict:
+    """A matrix (2-D) or vector of exact rationals in the certificate format."""
+    a = np.asarray(a, dtype=object)
+    ints, den = to_ints(a)
+    d = {"den": int(den), "num": [int(v) for v in ints.ravel().tolist()]}
+    if a.ndim == 2:
+        d = {"shape": [int(a.shape[0]), int(a.shape[1])], **d}
+    return d
+
+
+def encode_floats(a: np.ndarray) -> dict:
+    """Exact encoding of a float64 matrix (every float is dyadic)."""
+    from ._fixed import from_floats as fx
+
+    f = fx(np.asarray(a, dtype=np.float64))
+    return {"shape": [int(a.shape[0]), int(a.shape[1])], "den": 1 << f.e,
+            "num": [int(v) for v in f.view(np.ndarray).ravel().tolist()]}
+
+
+def rational(v) -> str:
+    v = q(v)
+    return str(int(v.p)) if int(v.q) == 1 else f"{int(v.p)}/{int(v.q)}"
+
+
+def row_tolerances(J_S: np.ndarray, tol) -> list:
+    """tol_i = atol + rtol * ||J_S[i]||_1, exactly (Fractions); zeros in exact mode."""
+    m = J_S.shape[0]
+    if tol is None:
+        return [Fraction(0)] * m
+    rtol, atol = Fraction(tol[0]), Fraction(tol[1])
+    out = []
+    for i in range(m):
+        l1 = sum((abs(q(v)) for v in J_S[i].tolist()), Q0)
+        out.append(atol + rtol * Fraction(int(l1.p), int(l1.q)))
+    return out
+
+
+def row_l1(D: np.ndarray) -> list:
+    out = []
+    for i in range(D.shape[0]):
+        s = sum((abs(q(v)) for v in D[i].tolist()), Q0)
+        out.append(Fraction(int(s.p), int(s.q)))
+    return out
+
+
+# ----------------------------------------------------------------------------- modular finding
+
+def _mod_matrix(ints: np.ndarray, p: int) -> "flint.nmod_mat":
+    r, c = ints.shape
+    return flint.nmod_mat(r, c, [int(v) % p for v in ints.ravel().tolist()], p)
+
+
+def _pivots(R, r: int, n: int) -> list:
+    E = R.entries()
+    piv = []
+    for i in range(r):
+        row = E[i * n:(i + 1) * n]
+        piv.append(next(j for j, v in enumerate(row) if int(v) != 0))
+    return piv
+
+
+@dataclass
+class Basis:
+    """Independent rows ``rows`` and columns ``cols`` of the integer tie matrix with
+    ``A[rows][:, cols]`` nonsingular (shown modulo a prime: a nonzero minor mod p is nonzero
+    over the integers), found modulo ``p``; ``R`` is A's reduced echelon form mod p."""
+
+    rows: list
+    cols: list
+    R: object
+    p: int
+
+
+def basis(Ai: np.ndarray, p: int = PRIME) -> Basis:
+    k, n = Ai.shape
+    M = _mod_matrix(Ai, p)
+    R, r = M.rref()
+    cols = _pivots(R, r, n)
+    sub = _mod_matrix(Ai[:, cols].T.copy(), p)                 # (r, k): its pivots are independent rows
+    R2, r2 = sub.rref()
+    rows = _pivots(R2, r2, k)
+    return Basis(rows, cols, R, p)
+
+
+def _solve(M: np.ndarray, rhs: np.ndarray):
+    """Exact solution X of M X = rhs for a nonsingular integer M (fmpq, FLINT)."""
+    r = M.shape[0]
+    A = flint.fmpz_mat(r, r, [int(v) for v in M.ravel().tolist()])
+    B = flint.fmpz_mat(r, rhs.shape[1], [int(v) for v in rhs.ravel().tolist()])
+    X = A.solve(B)
+    out = np.empty(r * rhs.shape[1], dtype=object)
+    out[:] = X.entries()
+    return out.reshape(r, rhs.shape[1])
+
+
+def exact_y(Ai: np.ndarray, a_den: int, D: np.ndarray, b: Basis, max_rank: int):
+    """Exact Y (m, k) with D = Y A, or None when this basis gives none (D outside A's row
+    space, or the prime was unlucky)."""
+    r = len(b.rows)
+    if r > max_rank:
+        raise Budget(f"the exact row-space certificate needs a {r}x{r} solve (budget: rank <= {max_rank})")
+    Di, d_den = to_ints(D)
+    AB = Ai[np.asarray(b.rows)][:, np.asarray(b.cols)]
+    # Y_B AB = D[:, cols]  <=>  AB^T Y_B^T = D[:, cols]^T
+    YBt = _solve(AB.T.copy(), Di[:, np.asarray(b.cols)].T.copy())    # (r, m) rationals, for D*d_den*... scale below
+    m, k = D.shape[0], Ai.shape[0]
+    Y = np.empty((m, k), dtype=object)
+    Y.fill(Q0)
+    # D = Di / d_den, A = Ai / a_den:  Y (Ai / a_den) = Di / d_den  =>  Y = (Di Ai^-1) * a_den / d_den
+    scale = q(a_den) / q(d_den)
+    for j, row in enumerate(b.rows):
+        for i in range(m):
+            Y[i, row] = q(YBt[j, i]) * scale
+    # prove it: Y A == D exactly (every column)
+    if not _y_times_a_equals(Y, Ai, a_den, D):
+        return None
+    return Y
+
+
+def _y_times_a_equals(Y, Ai, a_den, D) -> bool:
+    from ._exact import matmul2d
+
+    YA = matmul2d(Y, np.asarray([[q(v) for v in r] for r in Ai.tolist()], dtype=object) * (q(1) / a_den)) \
+        if Ai.size else np.zeros_like(D)
+    return bool((YA == D).all())
+
+
+def float_y(A_f: np.ndarray, D_f: np.ndarray) -> np.ndarray:
+    """Least-squares Y (float64) with D ~ Y A, rows of A scaled for conditioning."""
+    if A_f.shape[0] == 0:
+        return np.zeros((D_f.shape[0], 0))
+    s = np.abs(A_f).max(axis=1)
+    s[s == 0] = 1.0
+    As = A_f / s[:, None]
+    Ys, *_ = np.linalg.lstsq(As.T, D_f.T, rcond=None)
+    return Ys.T / s[None, :]
+
+
+def exact_kernel_vector(Ai: np.ndarray, b: Basis, f: int, max_rank: int):
+    """An exact integer t with A t = 0, t[f] != 0, supported on ``f`` and the pivot columns its
+    echelon column uses (modulo p); falls back to every pivot column. None if the basis fails."""
+    n = Ai.shape[1]
+    E = b.R.entries()
+    r = len(b.cols)
+    used = [b.cols[j] for j in range(r) if int(E[j * n + f]) != 0]
+    for cols in (used, list(b.cols)):
+        if len(cols) > max_rank:
+            raise Budget(f"the exact witness needs a {len(cols)}x{len(cols)} solve (budget: {max_rank})")
+        if not cols:
+            t = {f: 1}
+        else:
+            sub = Ai[:, np.asarray(cols)]
+            Ms = _mod_matrix(sub.T.copy(), b.p)
+            R2, r2 = Ms.rref()
+            if r2 < len(cols):
+                continue
+            rows = _pivots(R2, r2, Ai.shape[0])
+            M = sub[np.asarray(rows)]
+            y = _solve(M, (-Ai[np.asarray(rows)][:, [f]]).copy())
+            dens = [int(q(v).q) for v in y.ravel().tolist()]
+            L = 1
+            for d in dens:
+                L = L * d // math.gcd(L, d)
+            t = {f: L}
+            for c, v in zip(cols, y.ravel().tolist()):
+                vv = q(v) * L
+                if vv != 0:
+                    t[c] = int(vv.p)
+        support = sorted(t)
+        vec = np.array([t[c] for c in support], dtype=object)
+        prod = Ai[:, np.asarray(support)].dot(vec) if Ai.shape[0] else np.zeros(0, dtype=object)
+        if not any(int(v) != 0 for v in prod.tolist()):
+            g = 0
+            for v in vec.tolist():
+                g = math.gcd(g, int(v))
+            return support, [int(v) // g for v in vec.tolist()]
+    return None
+
+
+def kernel_candidates(b: Basis, n: int) -> list:
+    """Free columns, sorted by how many pivot columns their echelon kernel vector uses."""
+    E = b.R.entries()
+    r = len(b.cols)
+    piv = set(b.cols)
+    free = [f for f in range(n) if f not in piv]
+    cost = {f: sum(1 for j in range(r) if int(E[j * n + f]) != 0) for f in free}
+    return sorted(free, key=lambda f: cost[f])
+
+
+def kernel_vectors_float(A_f: np.ndarray, b: Basis, frees: list) -> np.ndarray:
+    """Float approximations of the echelon kernel vectors of the given free columns (n, len)."""
+    n = A_f.shape[1]
+    V = np.zeros((n, len(frees)))
+    if not b.cols:
+        for j, f in enumerate(frees):
+            V[f, j] = 1.0
+        return V
+    M = A_f[np.asarray(b.rows)][:, np.asarray(b.cols)]
+    rhs = -A_f[np.asarray(b.rows)][:, np.asarray(frees)]
+    try:
+        Y = np.linalg.solve(M, rhs)
+    except np.linalg.LinAlgError:
+        Y = np.linalg.lstsq(M, rhs, rcond=None)[0]
+    V[np.asarray(b.cols)] = Y
+    for j, f in enumerate(frees):
+        V[f, j] = 1.0
+    return V
+
+
+def _rows_to_int64(a: np.ndarray):
+    """Vectorized rows_to_int for exact dyadic float64 rows whose scaled entries fit in int64."""
+    if a.size == 0:
+        return a.astype(np.int64)
+    if not np.isfinite(a).all():
+        return None
+    m, e = np.frexp(a)
+    im = (np.abs(m) * 2.0 ** 53).astype(np.int64)
+    low = np.where(im != 0, im & -im, 1 << 62)
+    g = e.astype(np.int64) - 53 + np.log2(low.astype(np.float64)).astype(np.int64)   # per-entry lowest bit
+    g = np.where(a != 0, g, np.iinfo(np.int64).max)
+    gmin = g.min(axis=1, keepdims=True)
+    gmin = np.where(gmin == np.iinfo(np.int64).max, 0, gmin)
+    scaled = np.ldexp(a, -gmin)                          # exact: every entry is a multiple of 2^gmin
+    if np.abs(scaled).max() >= 2.0 ** 62:
+        return None
+    ints = scaled.astype(np.int64)
+    d = np.gcd.reduce(np.abs(ints), axis=1, keepdims=True)
+    d = np.where(d == 0, 1, d)
+    return ints // d
+
+
+def rows_to_int(rows) -> np.ndarray:
+    """Scale each row of an exact rational matrix (fmpq objects, or exact dyadic float64) to
+    coprime integers with the same row space. Returns an object array of Python ints."""
+    a = np.asarray(rows)
+    if a.dtype != object:
+        from ._fastfloat import granularity
+
+        fast = _rows_to_int64(a)
+        if fast is not None:
+            return fast
+        out = np.empty(a.shape, dtype=object)
+        for i, r in enumerate(a):
+            g = granularity(r)
+            if g is None:
+                out[i] = [0] * a.shape[1]
+                continue
+            ints = [int(v) for v in np.ldexp(r, -g).tolist()]
+            d = 0
+            for v in ints:
+                d = math.gcd(d, v)
+            out[i] = [v // d for v in ints] if d else ints
+        return out
+    out = np.empty(a.shape, dtype=object)
+    for i, r in enumerate(a):
+        vals = r.tolist()
+        den = 1
+        for v in vals:
+            den = den * int(v.q) // math.gcd(den, int(v.q))
+        ints = [int(v.p) * (den // int(v.q)) for v in vals]
+        d = 0
+        for v in ints:
+            d = math.gcd(d, v)
+        out[i] = [v // d for v in ints] if d else ints
+    return out
+
+
+def floats_of(a: np.ndarray) -> np.ndarray:
+    return to_float(np.asarray(a, dtype=object))
+
+
+__all__ = ["rows_to_int", "Ties", "find_ties", "tie_rows", "Budget", "basis", "exact_y", "float_y", "exact_kernel_vector",
+           "kernel_candidates", "kernel_vectors_float", "encode", "encode_floats", "rational", "row_tolerances",
+           "row_l1", "to_ints", "from_floats", "PRIMES"]

@@ -3,6 +3,11 @@
 Every entry is a factory ``f(dtype=torch.float64, seed=0) -> (program, example_inputs)``
 whose weights are dyadic (exactly representable, small denominators) so that
 float64 replays exact arithmetic and ties are structural where the model says so.
+
+The ``*-f32`` entries are the exception: real-weight models as users have them,
+``f(dtype=torch.float32, seed=0)``, PyTorch's default initialisation (``torch.manual_seed(seed)``
+then construction, no rounding), float32, at tie-heavy but not dyadic inputs (a digit-like
+image on a zero background; a CIFAR-shape image of constant blocks).
 """
 
 from __future__ import annotations
@@ -178,6 +183,210 @@ def paper_relu_w0(dtype=torch.float64, seed=0):
     return relu_w0, (torch.tensor(0.0, dtype=dtype),)
 
 
+# ----------------------------------------------------------------- real-weight models (float32, default init)
+
+class ResNetBN(nn.Module):
+    """A small residual CNN for 3x32x32: conv-BN-relu stem, max-pool, two basic residual
+    blocks with BatchNorm2d (the second with a stride-2 1x1 conv+BN downsample), global
+    average pool, linear 10."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        w = width
+        self.stem = nn.Conv2d(3, w, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(w)
+        self.b1 = _BasicBlock(w, w, stride=1)
+        self.b2 = _BasicBlock(w, 2 * w, stride=2)
+        self.fc = nn.Linear(2 * w, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        x = F.max_pool2d(x, 2)                      # 32x32 -> 16x16
+        x = self.b2(self.b1(x))                     # 16x16 -> 8x8
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+class _BasicBlock(nn.Module):
+    """conv3x3-BN-relu-conv3x3-BN, plus the shortcut (identity, or a 1x1 conv+BN when the shape changes), relu."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        s = x if self.down is None else self.down(x)
+        return F.relu(y + s)
+
+
+def _vgg_features(cfg, cin=3):
+    layers = []
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
+            cin = v
+    return nn.Sequential(*layers)
+
+
+class VGGSmall(nn.Module):
+    """VGG-style CNN on 3x32x32: conv3x3-relu-maxpool stages of widths 16, 32, 64, then linear 10."""
+
+    def __init__(self, widths=(16, 32, 64)):
+        super().__init__()
+        cfg = []
+        for w in widths:
+            cfg += [w, "M"]
+        self.features = _vgg_features(cfg)
+        side = 32 // 2 ** len(widths)
+        self.classifier = nn.Linear(widths[-1] * side * side, 10)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG11(nn.Module):
+    """VGG11's convolutions on 3x32x32 (the setting of Boustany's max-pool study), then linear 512 -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = _vgg_features(VGG11_CFG)
+        self.classifier = nn.Linear(512, 10)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class MaxPool2dAllTies(torch.autograd.Function):
+    """``F.max_pool2d(x, 2)`` whose backward gives EVERY entry equal to its window's max the full
+    incoming gradient (instead of one of them): a planted bug of a real class (reported against
+    Theano's and cuDNN's max-pool backward), wrong only where a window ties."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        *lead, h, w = x.shape
+        h2, w2 = h // 2, w // 2
+        win = x[..., : 2 * h2, : 2 * w2].reshape(*lead, h2, 2, w2, 2)
+        m = win.amax(dim=(-3, -1), keepdim=True)                 # the max of each window
+        mask = (win == m).to(g.dtype)                             # every entry equal to it
+        gw = (g.reshape(*lead, h2, 1, w2, 1) * mask).reshape(*lead, 2 * h2, 2 * w2)
+        gx = torch.zeros_like(x, dtype=g.dtype)
+        gx[..., : 2 * h2, : 2 * w2] = gw
+        return gx
+
+
+class LeNetBadMaxPool(LeNet):
+    """LeNet (same parameters) whose max-pools use :class:`MaxPool2dAllTies`."""
+
+    def forward(self, x):
+        x = MaxPool2dAllTies.apply(F.relu(self.c1(x)))
+        x = MaxPool2dAllTies.apply(F.relu(self.c2(x)))
+        x = x.flatten(1)
+        x = F.relu(self.f1(x))
+        x = F.relu(self.f2(x))
+        return self.f3(x)
+
+
+def digit_image(shape=(1, 1, 28, 28), dtype=torch.float32, seed=0, strokes=None):
+    """A digit-like image: exact-zero background and a few strokes (line segments 2-3 pixels
+    wide) whose pixels have float32 intensities in (0, 1] (``1 - torch.rand``, not rounded)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape[-2], shape[-1]
+    x = torch.zeros(shape[-2:], dtype=torch.float32)
+    n = strokes if strokes is not None else 3 + int(torch.randint(0, 3, (), generator=g))
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    for _ in range(n):
+        p = 4 + torch.rand(2, generator=g) * torch.tensor([h - 8.0, w - 8.0])
+        q = 4 + torch.rand(2, generator=g) * torch.tensor([h - 8.0, w - 8.0])
+        half = 0.75 + 0.5 * float(torch.rand((), generator=g))          # half-width: 2-3 pixels wide
+        d = q - p
+        t = (((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / d.dot(d).clamp_min(1e-6)).clamp(0, 1)
+        dist = ((yy - p[0] - t * d[0]) ** 2 + (xx - p[1] - t * d[1]) ** 2).sqrt()
+        on = dist <= half
+        vals = 1 - torch.rand((h, w), generator=g)                       # in (0, 1]
+        x = torch.where(on, torch.maximum(x, vals), x)
+    return x.expand(shape).clone().to(dtype)
+
+
+def block_image(shape=(1, 3, 32, 32), dtype=torch.float32, seed=0, block=8):
+    """A CIFAR-shape tie-heavy image: constant ``block`` x ``block`` patches, each channel of each
+    patch one float32 value from ``torch.rand`` (equal neighbours make max-pool windows tie)."""
+    g = torch.Generator().manual_seed(seed)
+    *lead, h, w = shape
+    v = torch.rand((*lead, -(-h // block), -(-w // block)), generator=g)
+    x = v.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., :h, :w]
+    return x.contiguous().to(dtype)
+
+
+def _default_init(cls, seed):
+    torch.manual_seed(seed)
+    return cls()
+
+
+def lenet_f32(dtype=torch.float32, seed=0):
+    """LeNet, PyTorch default init, at a digit-like 1x1x28x28 image."""
+    m = _default_init(LeNet, seed).to(dtype).eval()
+    return m, (digit_image((1, 1, 28, 28), dtype, seed),)
+
+
+def lenet_f32_bad_maxpool(dtype=torch.float32, seed=0):
+    """lenet-f32 (same weights, same input) with the planted all-ties max-pool backward."""
+    m = _default_init(LeNetBadMaxPool, seed).to(dtype).eval()
+    return m, (digit_image((1, 1, 28, 28), dtype, seed),)
+
+
+def bn_stats_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters, from ``seed``:
+    running_mean ~ 0.1 N(0,1), running_var ~ U(0.5, 1.5), weight ~ 1 + 0.1 N(0,1), bias ~ 0.1 N(0,1)."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                c = bn.num_features
+                bn.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                bn.weight.copy_(1 + 0.1 * torch.randn(c, generator=g))
+                bn.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return module
+
+
+def resnet_bn_f32(dtype=torch.float32, seed=0):
+    """ResNetBN, default init, non-trivial BatchNorm statistics, eval mode, at a 1x3x32x32 block image."""
+    m = bn_stats_(_default_init(ResNetBN, seed), seed).to(dtype).eval()
+    return m, (block_image((1, 3, 32, 32), dtype, seed),)
+
+
+def vgg_f32(dtype=torch.float32, seed=0):
+    """VGGSmall (16-32-64), default init, at a 1x3x32x32 block image."""
+    m = _default_init(VGGSmall, seed).to(dtype).eval()
+    return m, (block_image((1, 3, 32, 32), dtype, seed),)
+
+
+def vgg11_f32(dtype=torch.float32, seed=0):
+    """VGG11 (9.2M weights), default init, at a 1x3x32x32 block image."""
+    m = _default_init(VGG11, seed).to(dtype).eval()
+    return m, (block_image((1, 3, 32, 32), dtype, seed),)
+
+
 ZOO = {
     "paper-boustany": paper_boustany,
     "paper-maxpool": paper_maxpool,
@@ -188,4 +397,9 @@ ZOO = {
     "lenet": lenet,
     "small-vgg": small_vgg,
     "residual-cnn": residual_cnn,
+    "lenet-f32": lenet_f32,
+    "lenet-f32-bad-maxpool": lenet_f32_bad_maxpool,
+    "resnet-bn-f32": resnet_bn_f32,
+    "vgg-f32": vgg_f32,
+    "vgg11-f32": vgg11_f32,
 }

@@ -421,6 +421,14 @@ class Fuzzer:
             pass
         self.case_path = save_case(self.cfg.corpus, case)
         self.case_note = "(written now)"
+        if o.report.witness is not None:        # case-<sha1>.png: the program along the witness direction
+            try:
+                from .plot import plot_witness
+
+                plot_witness(self.model, list(o.inputs), o.report, self.case_path.with_suffix(".png"),
+                             wrt=self.options.get("wrt"))
+            except Exception:  # noqa: BLE001 - a missing picture must not hide the finding
+                pass
 
     def error_message(self, o: Outcome, shrunk: bool) -> str:
         import traceback

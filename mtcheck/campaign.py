@@ -5,6 +5,14 @@ The parent process owns the corpus and the statistics; workers (separate
 processes, each with its own seed) draw cases through hypothesis, so that a
 failing case is shrunk before it is reported. A finding is deduplicated by
 (program, verdict, kinds of kinks tied) and saved once, with a count.
+
+Past one machine, ``Config.scheduler = "tcp://HOST:PORT"`` runs the same work on an
+existing Dask cluster (``pip install mtcheck[dask]``): the client submits *batches*
+(one hypothesis run of ``Config.batch`` examples, seeded by its batch number, so a
+batch that Dask re-runs after losing a worker draws the same cases), receives each
+batch's checks and findings in one piece when it ends, and owns the corpus and the
+statistics as with local workers. A batch's results are counted once (by number);
+a lost worker's batch is retried by Dask; Ctrl-C cancels the outstanding futures.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # the default campaign: the paper's examples, a small model zoo, and generated networks
 DEFAULT_TARGETS = ("zoo:paper-boustany", "zoo:paper-maxpool", "zoo:paper-max-xx", "zoo:paper-relu-w0",
-                   "zoo:mlp-small", "zoo:residual-cnn", "generated")
+                   "zoo:mlp-small", "zoo:residual-cnn", "zoo:lenet-f32", "zoo:resnet-bn-f32", "generated")
 FINDING_VERDICTS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH")
 
 
@@ -42,6 +50,7 @@ class Config:
     input_shape: tuple | None = None
     full: bool = False            # also decide differentiable / Clarke / forward mode (slower)
     batch: int = 20               # hypothesis examples per exploration batch
+    scheduler: str | None = None  # tcp://HOST:PORT of a Dask scheduler: run the batches there
 
 
 @dataclass
@@ -59,6 +68,12 @@ class Stats:
     worker_ready: float | None = None     # when the last worker became ready (the rate counts from there)
     ready: int = 0
     checks_at_ready: int = 0
+    workers: int = 0                      # workers running now (local processes alive, or Dask workers)
+    engine: str = "local"                 # 'local' or 'dask <scheduler address>'
+    history: list = field(default_factory=list)      # time series, one point every HISTORY_EVERY seconds
+    batches_done: set = field(default_factory=set)   # Dask: numbers of the batches whose results were counted
+    batches_cancelled: int = 0
+    batch_failures: Counter = field(default_factory=Counter)
 
     def elapsed(self) -> float:
         return time.time() - self.started
@@ -79,7 +94,53 @@ class Stats:
             "since_last_new_pattern_s": round(time.time() - self.last_new, 3),
             "findings": [{"key": k, **v} for k, v in self.findings.items()],
             "errors": dict(self.errors),
+            "workers": self.workers,
+            "engine": self.engine,
+            **({"batches": {"done": len(self.batches_done), "done_numbers": _ranges(self.batches_done),
+                            "cancelled": self.batches_cancelled, "failures": dict(self.batch_failures)}}
+               if self.engine != "local" else {}),
+            "history": self.history,
         }
+
+    def sample(self):
+        """Append one point to the time series (kept to at most HISTORY_MAX points: every other
+        point of the older half is dropped when full)."""
+        now = time.time()
+        self.history.append({"time": round(now, 3), "elapsed_s": round(self.elapsed(), 3), "checks": self.checks,
+                             "checks_per_s": round(self.rate(), 3), "strata": len(self.strata),
+                             "findings": len(self.findings), "workers": self.workers,
+                             "verdicts": dict(self.verdicts)})
+        if len(self.history) > HISTORY_MAX:
+            half = len(self.history) // 2
+            self.history[:half] = self.history[:half:2]
+
+
+HISTORY_EVERY = 2.0      # seconds between two points of stats.json's time series
+HISTORY_MAX = 2000
+
+
+def _ranges(nums) -> str:
+    """``{1, 2, 3, 7}`` -> ``"1-3,7"``."""
+    out, run = [], None
+    for n in sorted(nums):
+        if run and n == run[1] + 1:
+            run[1] = n
+        else:
+            if run:
+                out.append(f"{run[0]}-{run[1]}" if run[1] > run[0] else str(run[0]))
+            run = [n, n]
+    if run:
+        out.append(f"{run[0]}-{run[1]}" if run[1] > run[0] else str(run[0]))
+    return ",".join(out)
+
+
+def parse_ranges(text: str) -> set:
+    """The inverse of the ``done_numbers`` field of stats.json."""
+    out = set()
+    for part in filter(None, (text or "").split(",")):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
 
 
 # ------------------------------------------------------------------------------ targets
@@ -97,7 +158,8 @@ def resolve_target(target: str, dtype=None, input_shape=None):
         name = target[4:]
         if name not in zoo.ZOO:
             raise KeyError(f"no built-in model {name!r}; known: {', '.join(sorted(zoo.ZOO))}")
-        prog, inputs = zoo.ZOO[name](dtype=dt or torch.float64)
+        # no --dtype: the factory's own default (float64 for the dyadic models, float32 for the *-f32 ones)
+        prog, inputs = zoo.ZOO[name](dtype=dt) if dt is not None else zoo.ZOO[name]()
         return prog, tuple(inputs), target
     if ":" in target:
         mod, _, attr = target.partition(":")
@@ -192,21 +254,70 @@ def _summarize(rep):
     return kinds, depth, hash(sig)
 
 
-def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+_INITIALISED = False
+
+
+def _worker_init():
+    """Once per worker process (local or Dask): one thread, and the checker imported, before
+    the worker counts as ready (so that checks/s excludes start-up for both engines alike)."""
+    global _INITIALISED
+    if _INITIALISED:
+        return
+    _INITIALISED = True
     # one thread per worker: the workers are the parallelism (BLAS threads would oversubscribe)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
+
+    torch.set_num_threads(1)
+    import mtcheck.checker  # noqa: F401
+    import mtcheck.corpus  # noqa: F401
+
+
+def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: False):
+    """One hypothesis run of ``cfg.batch`` examples of ``target``; messages go to ``put``."""
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     import mtcheck
 
-    torch.set_num_threads(1)
+    opts = dict(neighbours=cfg.full, forward_mode=cfg.full)
+
+    @settings(max_examples=cfg.batch, deadline=None, database=None, derandomize=False,
+              phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
+              print_blob=False)
+    @given(strategy)
+    def prop(case):
+        if stopped():
+            return
+        prog, inputs, ref = case
+        try:
+            rep = mtcheck.check(prog, *inputs, **opts)
+        except mtcheck.CheckInputError as e:
+            put(("error", wid, f"{type(e).__name__}: {str(e)[:200]}"))
+            return
+        kinds, depth, sig = _summarize(rep)
+        put(("check", wid, str(rep.verdict), kinds, depth, sig))
+        if str(rep.verdict) in FINDING_VERDICTS:
+            ops = sorted({e.kind for e in rep.pattern if e.counts.get("tie", 0)} or {"smooth"})
+            raise _Found({"verdict": str(rep.verdict), "target": target, "ref": ref, "prog": prog,
+                          "inputs": inputs, "report": rep, "ops": ops})
+
+    prop = seed(rng.getrandbits(64))(prop)
+    try:
+        prop()
+    except _Found as f:
+        p = f.payload
+        put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg)))
+    except Exception as e:  # noqa: BLE001 - a broken strategy or program must not kill the campaign
+        put(("error", wid, f"{target}: {type(e).__name__}: {str(e)[:200]}"))
+
+
+def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_init()
     rng = random.Random(cfg.seed * 1000 + wid)
     strategies = {}
     out.put(("ready", wid, time.time()))
-    done = 0
     while not stop.is_set():
         target = rng.choice(cfg.targets)
         try:
@@ -218,37 +329,45 @@ def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
             if not cfg.targets:
                 return
             continue
-        opts = dict(neighbours=cfg.full, forward_mode=cfg.full)
+        _run_batch(target, cfg, strategies[target], rng, out.put, wid, stop.is_set)
 
-        @settings(max_examples=cfg.batch, deadline=None, database=None, derandomize=False,
-                  phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
-                  print_blob=False)
-        @given(strategies[target])
-        def prop(case):
-            if stop.is_set():
-                return
-            prog, inputs, ref = case
-            try:
-                rep = mtcheck.check(prog, *inputs, **opts)
-            except mtcheck.CheckInputError as e:
-                out.put(("error", wid, f"{type(e).__name__}: {str(e)[:200]}"))
-                return
-            kinds, depth, sig = _summarize(rep)
-            out.put(("check", wid, str(rep.verdict), kinds, depth, sig))
-            if str(rep.verdict) in FINDING_VERDICTS:
-                ops = sorted({e.kind for e in rep.pattern if e.counts.get("tie", 0)} or {"smooth"})
-                raise _Found({"verdict": str(rep.verdict), "target": target, "ref": ref, "prog": prog,
-                              "inputs": inputs, "report": rep, "ops": ops})
 
-        prop = seed(rng.getrandbits(64))(prop)
+# ------------------------------------------------------------------------------ Dask workers
+
+_DASK_STATE: dict = {}      # per worker process: strategies by configuration, targets that failed
+
+
+def _dask_warm():
+    """Run once on every Dask worker before the clock starts: imports and thread settings."""
+    _worker_init()
+    return os.getpid()
+
+
+def _dask_batch(cfg: Config, number: int) -> dict:
+    """One batch on a Dask worker. Deterministic in ``(cfg.seed, number)``: a batch re-run
+    after a lost worker draws the same cases. Returns every message of the batch at once,
+    so that a batch is counted whole or not at all."""
+    _worker_init()
+    key = (tuple(cfg.targets), cfg.dtype, cfg.input_shape, cfg.full, cfg.batch, cfg.seed)
+    state = _DASK_STATE.setdefault(key, {"strategies": {}, "bad": {}})
+    rng = random.Random(f"mtcheck-batch|{cfg.seed}|{number}")
+    msgs = []
+    wid = os.getpid()
+    good = [t for t in cfg.targets if t not in state["bad"]]
+    while good:
+        target = rng.choice(good)
         try:
-            prop()
-        except _Found as f:
-            p = f.payload
-            out.put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg)))
-        except Exception as e:  # noqa: BLE001 - a broken strategy or program must not kill the campaign
-            out.put(("error", wid, f"{target}: {type(e).__name__}: {str(e)[:200]}"))
-        done += 1
+            if target not in state["strategies"]:
+                state["strategies"][target] = case_strategy(target, cfg)
+            break
+        except Exception as e:  # noqa: BLE001 - report and drop the target on this worker
+            state["bad"][target] = f"{target}: {type(e).__name__}: {e}"
+            msgs.append(("error", wid, state["bad"][target]))
+            good.remove(target)
+    else:
+        return {"number": number, "worker": wid, "messages": msgs}
+    _run_batch(target, cfg, state["strategies"][target], rng, msgs.append, wid)
+    return {"number": number, "worker": wid, "messages": msgs}
 
 
 def _serial_case(p, cfg):
@@ -262,6 +381,17 @@ def _serial_case(p, cfg):
 
 
 # ------------------------------------------------------------------------------ parent
+
+def _plot_finding(case):
+    """``case-<sha1>.png`` next to a saved finding: the program along the witness direction.
+    The campaign's own targets are trusted (it imported them to run them). Never fails the campaign."""
+    try:
+        from .plot import plot_case
+
+        plot_case(case, trust_imports=True)
+    except Exception:  # noqa: BLE001 - a missing picture is not a lost finding
+        pass
+
 
 class Campaign:
     def __init__(self, cfg: Config, ui=None):
@@ -287,7 +417,10 @@ class Campaign:
             try:
                 prev = json.loads(self.cfg.stats.read_text())
                 self.stats.previous_checks = int(prev.get("checks_all_runs", prev.get("checks", 0)))
-            except (ValueError, OSError):
+                # the earlier runs' time series is kept (each point has its wall-clock time)
+                self.stats.history = [dict(h, run="earlier") if "run" not in h else h
+                                      for h in prev.get("history", []) if isinstance(h, dict)][-HISTORY_MAX:]
+            except (ValueError, OSError, TypeError):
                 pass
 
     def _on_finding(self, target, verdict, ops, case):
@@ -303,6 +436,7 @@ class Campaign:
         case = dataclasses.replace(case, origin={**case.origin, "finding_key": key, "count": 1})
         path = save_case(self.cfg.corpus, case)
         self.stats.findings[key] = {"path": str(path), "count": 1, "verdict": verdict, "program": case.label}
+        _plot_finding(case)
         return True
 
     def _handle(self, msg):
@@ -334,6 +468,8 @@ class Campaign:
             s.errors[msg[2][:120]] += 1
 
     def _write_stats(self):
+        if not self.stats.history or time.time() - self.stats.history[-1]["time"] >= HISTORY_EVERY:
+            self.stats.sample()
         if self.cfg.stats:
             tmp = self.cfg.stats.with_name(self.cfg.stats.name + f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(self.stats.as_json(), indent=1))
@@ -352,6 +488,8 @@ class Campaign:
 
     def run(self) -> int:
         self._load_previous()
+        if self.cfg.scheduler:
+            return self._run_dask()
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         stop = ctx.Event()
@@ -365,6 +503,7 @@ class Campaign:
         signal.signal(signal.SIGTERM, on_term)
         for p in procs:
             p.start()
+        self.stats.workers = len(procs)
         last_stats = 0.0
         try:
             while not self._done():
@@ -376,6 +515,7 @@ class Campaign:
                         break
                 now = time.time()
                 if now - last_stats > 1.0:
+                    self.stats.workers = sum(p.is_alive() for p in procs)
                     self._write_stats()
                     if self.ui:
                         self.ui(self.stats, final=False)
@@ -410,3 +550,110 @@ class Campaign:
                 self._handle(msg)
             except Exception:  # noqa: BLE001 - never lose the rest while draining
                 pass
+
+    # -------------------------------------------------------------------------- Dask
+    def _run_dask(self) -> int:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise RuntimeError("--scheduler needs Dask's distributed package: pip install 'mtcheck[dask]'") from None
+        s, cfg = self.stats, self.cfg
+        s.engine = f"dask {cfg.scheduler}"
+        client = Client(cfg.scheduler, timeout=30, set_as_default=False)
+        old_term = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+        futures = {}
+        try:
+            workers = client.run(_dask_warm)           # imports on every worker before the clock starts
+            s.workers = len(workers)
+            s.worker_ready, s.checks_at_ready = time.time(), s.checks
+            nxt = 0
+            in_flight = max(2, 2 * max(1, s.workers))
+            run_id = f"{os.getpid()}-{int(time.time() * 1000)}"
+
+            def submit():
+                nonlocal nxt
+                f = client.submit(_dask_batch, cfg, nxt, key=f"mtcheck-batch-{run_id}-{nxt}", pure=False,
+                                  retries=0)
+                futures[f.key] = (nxt, f)
+                nxt += 1
+
+            for _ in range(in_flight):
+                submit()
+            last_stats = 0.0
+            while not self._done():
+                batch = [f for _, f in futures.values() if f.done()]
+                if not batch:
+                    time.sleep(0.02)
+                for f in batch:
+                    number, _ = futures.pop(f.key, (None, None))
+                    self._on_batch(f, number)
+                    if not self._done():
+                        submit()
+                now = time.time()
+                if now - last_stats > 1.0:
+                    try:
+                        n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+                    except TypeError:      # older distributed: no n_workers argument
+                        n = len(client.scheduler_info().get("workers", {}))
+                    except Exception:  # noqa: BLE001 - the status line must not stop the campaign
+                        n = s.workers
+                    s.workers = n
+                    # more workers joined: keep each of them busy
+                    while len(futures) < 2 * max(1, n):
+                        submit()
+                    self._write_stats()
+                    if self.ui:
+                        self.ui(s, final=False)
+                    last_stats = now
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            # results that are already back are counted; the rest is cancelled (never half-counted)
+            for key, (number, f) in list(futures.items()):
+                if f.done() and f.status == "finished":
+                    try:
+                        self._on_batch(f, number)
+                        continue
+                    except Exception:  # noqa: BLE001
+                        pass
+                s.batches_cancelled += 1
+            try:
+                client.cancel([f for _, f in futures.values()], force=True)
+            except Exception:  # noqa: BLE001
+                pass
+            signal.signal(signal.SIGTERM, old_term)
+            self._write_stats()
+            try:
+                client.close(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        new = [f for f in s.findings.values() if not f.get("previous_run")]
+        return EXIT_FINDINGS if new else EXIT_OK
+
+    def _on_batch(self, fut, number):
+        """Count one finished batch, once."""
+        s = self.stats
+        if number is None or number in s.batches_done:
+            return
+        if fut.status != "finished":
+            try:
+                exc = fut.exception()
+            except Exception as e:  # noqa: BLE001 - a cancelled future raises here
+                exc = e
+            s.batch_failures[type(exc).__name__] += 1
+            s.errors[f"batch {number}: {type(exc).__name__}: {str(exc)[:100]}"] += 1
+            return
+        res = fut.result()
+        s.batches_done.add(number)
+        for msg in res["messages"]:
+            try:
+                self._handle(msg)
+            except Exception as e:  # noqa: BLE001 - one bad message must not lose the others
+                s.errors[f"{type(e).__name__}: {str(e)[:100]}"] += 1

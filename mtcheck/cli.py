@@ -45,8 +45,11 @@ def main():
 @click.option("--stats", type=click.Path(path_type=Path), default=None,
               help="Machine-readable statistics, rewritten as the campaign runs (default: CORPUS/stats.json).")
 @click.option("--full", is_flag=True, help="Also decide differentiability, Clarke and forward mode (slower).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run the campaign's batches on an existing Dask cluster (pip install 'mtcheck[dask]'); "
+                   "the corpus and statistics stay here. Default: local worker processes (-n).")
 def fuzz(models, input_shape, dtype, max_time, max_examples, numprocesses, seed, stop_on_failure, corpus, stats,
-         full):
+         full, scheduler):
     """Run a fuzz campaign; findings are saved, deduplicated, to the corpus.
 
     Exit status: 0 nothing found, 1 findings, 2 usage error, 130 interrupted.
@@ -65,11 +68,24 @@ def fuzz(models, input_shape, dtype, max_time, max_examples, numprocesses, seed,
             sys.exit(EXIT_USAGE)
     cfg = Config(targets=targets, corpus=corpus, max_time=max_time or None, max_examples=max_examples,
                  workers=numprocesses or _physical_cores(), seed=seed, stop_on_failure=stop_on_failure,
-                 stats=stats or corpus / "stats.json", dtype=dtype, input_shape=shape, full=full)
+                 stats=stats or corpus / "stats.json", dtype=dtype, input_shape=shape, full=full,
+                 scheduler=scheduler)
+    if scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            click.echo("mtcheck fuzz: --scheduler needs Dask's distributed package: pip install 'mtcheck[dask]'",
+                       err=True)
+            sys.exit(EXIT_USAGE)
     ui = _StatusUI(cfg)
     camp = Campaign(cfg, ui=ui.update)
     ui.start()
-    code = camp.run()
+    try:
+        code = camp.run()
+    except OSError as e:                       # the scheduler cannot be reached
+        ui.stop()
+        click.echo(f"mtcheck fuzz: --scheduler {scheduler}: {type(e).__name__}: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     ui.stop()
     _final_table(camp.stats, cfg, code)
     sys.exit(code)
@@ -90,7 +106,8 @@ class _StatusUI:
 
         self.console = Console(stderr=True)
         self.t0 = time.time()
-        click.echo(f"mtcheck fuzz: {len(self.cfg.targets)} target(s), {self.cfg.workers} worker(s), seed {self.cfg.seed}, "
+        where = (f"Dask scheduler {self.cfg.scheduler}" if self.cfg.scheduler else f"{self.cfg.workers} worker(s)")
+        click.echo(f"mtcheck fuzz: {len(self.cfg.targets)} target(s), {where}, seed {self.cfg.seed}, "
                    f"corpus {self.cfg.corpus}, stats {self.cfg.stats}", err=True)
         if self.console.is_terminal:
             from rich.live import Live
@@ -102,7 +119,7 @@ class _StatusUI:
         import time
 
         v = s.verdicts
-        return (f"{s.elapsed():6.0f}s  {s.rate():6.1f} checks/s  checks {s.checks}  "
+        return (f"{s.elapsed():6.0f}s  {s.rate():6.1f} checks/s  workers {s.workers}  checks {s.checks}  "
                 f"ok {v['SMOOTH_OK'] + v['ASSOCIATED']}  unknown {v['UNKNOWN']}  "
                 f"strata {len(s.strata)}  tie kinds {len(s.tie_kinds)}  deepest tie L{s.deepest_tie}  "
                 f"new {time.time() - s.last_new:4.0f}s ago  findings {len(s.findings)}")
@@ -126,7 +143,8 @@ def _final_table(stats, cfg, code):
     from rich.table import Table
 
     con = Console(width=max(100, Console().width))
-    con.print(f"mtcheck fuzz: {stats.checks} checks in {stats.elapsed():.1f}s ({stats.rate():.1f} checks/s)")
+    con.print(f"mtcheck fuzz: {stats.checks} checks in {stats.elapsed():.1f}s ({stats.rate():.1f} checks/s, "
+              f"{stats.workers} worker(s), {stats.engine})")
     t = Table()
     t.add_column("verdict")
     t.add_column("cases", justify="right")
@@ -153,31 +171,41 @@ def _final_table(stats, cfg, code):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--update", is_flag=True, help="Rewrite the expectation of cases whose verdict changed.")
-def replay(paths, update):
+@click.option("--trust-imports", is_flag=True,
+              help="Import model factories from the code a case ships with (its search_path). Without it, such a "
+                   "case runs its stored traced program (no import), or is reported as 'needs trust' and not run.")
+def replay(paths, update, trust_imports):
     """Re-run saved cases (files or directories): which still reproduce, which changed, which fail to load.
 
-    Exit status: 0 all reproduce, 1 some changed or failed to load.
+    A case runs its factory's code only when the module is importable from this environment
+    (without the case's search_path) or with --trust-imports; otherwise its traced program.
+
+    Exit status: 0 all reproduce, 1 some changed, failed to load, or were not run (need trust).
     """
     from .corpus import CorpusError, iter_cases, replay_case, save_case
 
-    counts = {"reproduces": 0, "changed": 0, "error": 0}
+    counts = {"reproduces": 0, "changed": 0, "error": 0, "needs-trust": 0}
     for path, case in iter_cases(list(paths)):
         if isinstance(case, CorpusError):
             counts["error"] += 1
             click.echo(f"LOAD ERROR  {path}: {case}")
             continue
-        res = replay_case(case)
+        res = replay_case(case, trust_imports=trust_imports)
         counts[res.status] += 1
-        tag = {"reproduces": "REPRODUCES", "changed": "CHANGED   ", "error": "ERROR     "}[res.status]
-        click.echo(f"{tag}  {path}  {case.label}: {res.old_verdict} -> {res.new_verdict}")
+        tag = {"reproduces": "REPRODUCES", "changed": "CHANGED   ", "error": "ERROR     ",
+               "needs-trust": "NEEDS TRUST"}[res.status]
+        how = f"  [{res.source or '-'}; certificate {res.certificate or 'none'}]" if res.status != "needs-trust" else ""
+        click.echo(f"{tag}  {path}  {case.label}: {res.old_verdict} -> {res.new_verdict or 'not run'}{how}")
         if res.status != "reproduces":
             click.echo("    " + res.text.replace("\n", "\n    "))
         if update and res.status == "changed" and res.report is not None:
             # a case's file name hashes what was checked, not the verdict: this rewrites it in place
             save_case(Path(path).parent, case.updated(res.report))
             click.echo("    updated the expectation")
-    click.echo(f"{counts['reproduces']} reproduce, {counts['changed']} changed, {counts['error']} failed to load or run")
-    sys.exit(EXIT_OK if counts["changed"] == 0 and counts["error"] == 0 else EXIT_FINDINGS)
+    trust = f", {counts['needs-trust']} need trust (not run; --trust-imports)" if counts["needs-trust"] else ""
+    click.echo(f"{counts['reproduces']} reproduce, {counts['changed']} changed, {counts['error']} failed to load or run"
+               + trust)
+    sys.exit(EXIT_OK if counts["changed"] == counts["error"] == counts["needs-trust"] == 0 else EXIT_FINDINGS)
 
 
 @main.command()
@@ -189,7 +217,10 @@ def replay(paths, update):
 @click.option("--dtype", type=click.Choice(_DTYPES), default=None)
 @click.option("--input-shape", default=None)
 @click.option("--max-pieces", type=int, default=8, show_default=True)
-def check(target, case_path, input_path, dtype, input_shape, max_pieces):
+@click.option("--trust-imports", is_flag=True, help="With --case: import the factory from the case's search_path.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a picture of the program along the witness direction (PNG).")
+def check(target, case_path, input_path, dtype, input_shape, max_pieces, trust_imports, plot_path):
     """Run the exact checker on one model and one input and print the full report."""
     import mtcheck
 
@@ -203,7 +234,7 @@ def check(target, case_path, input_path, dtype, input_shape, max_pieces):
             from .corpus import build_program, load_case
 
             case = load_case(case_path)
-            prog, inputs = build_program(case)
+            prog, inputs = build_program(case, trust_imports=trust_imports)
         else:
             shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
             prog, inputs, _ = resolve_target(target, dtype, shape)
@@ -217,6 +248,14 @@ def check(target, case_path, input_path, dtype, input_shape, max_pieces):
         click.echo(f"mtcheck check: {e}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(rep.explain())
+    if plot_path is not None:
+        from .plot import plot_witness
+
+        try:
+            plot_witness(prog, inputs, rep, plot_path)
+            click.echo(f"plot: {plot_path}")
+        except Exception as e:  # noqa: BLE001 - a picture must never hide the verdict
+            click.echo(f"mtcheck check: no plot ({type(e).__name__}: {e})", err=True)
     sys.exit(EXIT_OK if rep.verdict.passed else EXIT_FINDINGS)
 
 
@@ -231,6 +270,19 @@ def _load_inputs(path: Path):
         return tuple(d[k] for k in sorted(d))
     with np.load(path, allow_pickle=False) as z:
         return tuple(torch.from_numpy(z[k]) for k in sorted(z.files))
+
+
+@main.command(name="report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True)
+@click.option("--no-replay", is_flag=True, help="Do not replay the cases (the page shows their recorded state).")
+@click.option("--trust-imports", is_flag=True, help="As for replay: import factories from a case's search_path.")
+def report_cmd(paths, output, no_replay, trust_imports):
+    """Write one static HTML page about a corpus: findings, pictures, replay status, campaign statistics."""
+    from .html_report import write_report
+
+    out = write_report(list(paths), output, replay=not no_replay, trust_imports=trust_imports)
+    click.echo(f"mtcheck report: wrote {out}")
 
 
 @main.command(name="zoo")
@@ -250,6 +302,26 @@ try:  # the catalogue lives with the property suite's op tables
     main.add_command(_catalogue, name="catalogue")
 except Exception:  # noqa: BLE001 - optional until the catalogue module exists
     pass
+
+
+@main.command(name="opinfo", add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def opinfo_cmd(args):
+    """Sweep PyTorch's OpInfo database: samples moved onto ties, every op judged (see --help).
+
+    Prints `decided X/Y ops (Z%), N internal crashes`; exit status 0 without internal crashes,
+    1 with, 2 usage error. The sweep lives in properties/opinfo_sweep.py (needs `expecttest`).
+    """
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "properties" / "opinfo_sweep.py"
+    if not path.exists():
+        click.echo(f"mtcheck opinfo: {path} not found (the sweep ships with the source tree)", err=True)
+        sys.exit(EXIT_USAGE)
+    spec = importlib.util.spec_from_file_location("opinfo_sweep", path)
+    mod = sys.modules["opinfo_sweep"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.exit(mod.main(list(args)))
 
 
 if __name__ == "__main__":  # pragma: no cover

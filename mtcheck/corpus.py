@@ -1,4 +1,4 @@
-"""The counterexample corpus: one file per case, replayable forever (schema version 1).
+"""The counterexample corpus: one file per case, replayable forever (schema version 2).
 
 A corpus is a directory of cases. Each case is ``case-<sha1>.json`` and, when it holds
 weights or large inputs, a sidecar ``case-<sha1>.safetensors``. The name is a digest of
@@ -8,17 +8,25 @@ expectation rewrites the file in place. Files are written atomically (a temp fil
 the same directory, then ``os.replace``), sidecar first.
 
 Loading a case never runs code: JSON and safetensors only, no pickle. A program of kind
-``import`` is only imported by :func:`build_program` / :func:`replay_case`.
+``import`` is only imported by :func:`build_program` / :func:`replay_case`, and only when
+its module is importable from the current environment without the case's ``search_path``,
+or when the caller trusts the case (``trust_imports=True``). A case that also stores its
+traced program (schema 2: ``traced``, see :mod:`mtcheck.program`) replays without any
+import; a case that needs an import it may not do is reported as ``needs-trust``, not run.
+
+Schema 2 also stores the check's certificate (``certificate``, inline, or in a sidecar
+``case-<sha1>.certificate.json`` when larger than :data:`CERT_INLINE_MAX` bytes); replay
+verifies it again with :func:`mtcheck.certificate.verify`. Version-1 cases load and replay.
 
 Public API (stable; used by the pytest plugin and the campaign CLI)::
 
-    Case, CorpusError, ReplayResult, SCHEMA_VERSION
+    Case, CorpusError, NeedsTrust, ReplayResult, SCHEMA_VERSION
     save_case(directory, case) -> Path
     load_case(path) -> Case
     iter_cases(paths) -> iterator of (path, Case | CorpusError)
     case_from_report(program_ref, inputs, report, seed, ...) -> Case
-    build_program(case) -> (fn, inputs)
-    replay_case(case) -> ReplayResult
+    build_program(case, trust_imports=False) -> (fn, inputs)
+    replay_case(case, trust_imports=False) -> ReplayResult
 
 See docs/corpus.md for the format.
 """
@@ -40,7 +48,9 @@ from typing import Any, Iterator
 
 from .errors import CheckInputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_IDENTITY_VERSION = 1     # what a case's name hashes; unchanged by schema 2, so names stay stable
+CERT_INLINE_MAX = 1_000_000   # bytes of JSON; a larger certificate goes to case-<sha1>.certificate.json
 PROPERTY = "associated-gradient"
 CASE_RE = re.compile(r"^case-[0-9a-f]{40}\.json$")
 INLINE_MAX = 256          # inputs with at most this many elements are stored in the JSON as hex floats
@@ -48,6 +58,7 @@ _VERDICTS = ("SMOOTH_OK", "ASSOCIATED", "SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLI
              "UNKNOWN")
 _BUGS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
 _CHECK_OPTIONS = ("wrt", "neighbours", "max_pieces", "forward_mode", "rtol", "atol", "rlimit")
+_KINDS = ("zoo", "net", "import", "traced")
 
 
 class CorpusError(CheckInputError):
@@ -56,6 +67,11 @@ class CorpusError(CheckInputError):
     def __init__(self, path, message: str):
         self.path = Path(path) if path is not None else None
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class NeedsTrust(CorpusError):
+    """A case whose program would be imported from code that ships with the case (its
+    ``search_path``) and that stores no traced program: not run without ``trust_imports``."""
 
 
 @dataclass
@@ -75,6 +91,8 @@ class Case:
     origin: dict = field(default_factory=dict)      # free-form: test node id, stable key, campaign
     schema: int = SCHEMA_VERSION
     path: Path | None = field(default=None, compare=False, repr=False)
+    traced: Any = None                  # a mtcheck.program.Program: the program itself, replayable without imports
+    certificate: dict | None = None     # the check's certificate (JSON-able), verified again on replay
 
     @builtins.property
     def verdict(self) -> str:
@@ -84,7 +102,7 @@ class Case:
     def case_id(self) -> str:
         """sha1 of the case's identity (everything but the expectation, versions and origin)."""
         ident = {
-            "schema": SCHEMA_VERSION, "property": self.property,
+            "schema": _IDENTITY_VERSION, "property": self.property,
             "program": {k: v for k, v in self.program.items() if k != "search_path"},
             "options": self.options, "dtype": self.dtype, "training": self.training,
             "inputs": [_tensor_digest(t) for t in self.inputs],
@@ -100,21 +118,26 @@ class Case:
             return f"zoo:{p.get('name')}"
         if p.get("kind") == "import":
             return str(p.get("target"))
+        if p.get("kind") == "traced" and p.get("name"):
+            return f"traced:{p.get('name')}"
         return str(p.get("kind"))
 
     def updated(self, report) -> "Case":
-        """This case with its expectation (and versions) replaced by ``report``'s."""
-        return dataclasses.replace(self, expected=expectation(report), versions=_versions(), path=self.path)
+        """This case with its expectation (and versions, and certificate) replaced by ``report``'s."""
+        return dataclasses.replace(self, expected=expectation(report), versions=_versions(), path=self.path,
+                                   certificate=_json_certificate(report), schema=SCHEMA_VERSION)
 
 
 @dataclass
 class ReplayResult:
-    status: str                     # 'reproduces' | 'changed' | 'error'
+    status: str                     # 'reproduces' | 'changed' | 'error' | 'needs-trust'
     old_verdict: str
     new_verdict: str | None
     text: str
     case: Case | None = None
     report: Any = None
+    source: str = ""                # how the program was rebuilt: 'zoo', 'net', 'import', 'traced'
+    certificate: str = ""           # 'ok', 'none', 'failed: ...', 'not verified: ...'
 
 
 # ---------------------------------------------------------------------------- writing
@@ -140,12 +163,19 @@ def save_case(directory, case: Case) -> Path:
             tensors[key] = t.detach().contiguous().clone()
             enc_inputs.append({"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "tensor": key})
     enc_weights = None
+    digests = {}
     if case.weights:
         enc_weights = {}
         for name, t in case.weights.items():
             key = f"weight/{name}"
             tensors[key] = t.detach().contiguous().clone()
             enc_weights[name] = key
+            digests.setdefault(tuple(map(str, _tensor_digest(t))), key)
+    traced_doc = None
+    if case.traced is not None:
+        # the traced program's constants that equal a weight are stored once, as that weight
+        traced_doc, more = case.traced.to_doc(lambda t: digests.get(tuple(map(str, _tensor_digest(t)))))
+        tensors.update(more)
     doc: dict = {
         "mtcheck_case": SCHEMA_VERSION,
         "property": case.property,
@@ -160,6 +190,16 @@ def save_case(directory, case: Case) -> Path:
         "versions": case.versions or _versions(),
         "origin": case.origin,
     }
+    if traced_doc is not None:
+        doc["traced"] = traced_doc
+    if case.certificate is not None:
+        blob = json.dumps(case.certificate, sort_keys=True, separators=(",", ":")).encode()
+        if len(blob) > CERT_INLINE_MAX:
+            cert_name = f"case-{cid}.certificate.json"
+            _atomic_write(directory / cert_name, blob)
+            doc["certificate"] = {"file": cert_name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        else:
+            doc["certificate"] = {"inline": case.certificate}
     if tensors:
         from safetensors.torch import save as st_save
 
@@ -227,8 +267,10 @@ def load_case(path) -> Case:
         if not isinstance(doc.get(key), typ):
             raise CorpusError(path, f"field '{key}' is missing or not a {typ.__name__} (corrupt case)")
     kind = doc["program"].get("kind")
-    if kind not in ("zoo", "net", "import"):
-        raise CorpusError(path, f"unknown program kind {kind!r} (expected 'zoo', 'net' or 'import')")
+    if kind not in _KINDS:
+        raise CorpusError(path, f"unknown program kind {kind!r} (expected 'zoo', 'net', 'import' or 'traced')")
+    if kind == "traced" and not isinstance(doc.get("traced"), dict):
+        raise CorpusError(path, "program kind 'traced' but the case stores no traced program")
     verdict = doc["expected"].get("verdict")
     if verdict not in _VERDICTS:
         raise CorpusError(path, f"expected verdict {verdict!r} is not one of {', '.join(_VERDICTS)}")
@@ -253,10 +295,45 @@ def load_case(path) -> Case:
     bad = sorted(set(opts) - set(_CHECK_OPTIONS))
     if bad:
         raise CorpusError(path, f"unknown check options {bad}")
+    traced = None
+    if doc.get("traced") is not None:
+        from .program import Program, ProgramError
+
+        try:
+            traced = Program.from_doc(doc["traced"], tensors)
+        except ProgramError as e:
+            raise CorpusError(path, f"its traced program cannot be read ({e})") from None
+    certificate = _load_certificate(path, doc.get("certificate"))
     return Case(program=doc["program"], inputs=inputs, dtype=doc["dtype"], expected=doc["expected"],
                 weights=weights, property=doc.get("property", PROPERTY), options=opts,
                 seed=int(doc.get("seed", 0)), training=bool(doc.get("training", False)),
-                versions=doc.get("versions") or {}, origin=doc.get("origin") or {}, schema=ver, path=path)
+                versions=doc.get("versions") or {}, origin=doc.get("origin") or {}, schema=ver, path=path,
+                traced=traced, certificate=certificate)
+
+
+def _load_certificate(path: Path, ref):
+    """The certificate of a case: inline, or from its sidecar (sha256 checked); None when absent."""
+    if ref is None:
+        return None
+    if not isinstance(ref, dict):
+        raise CorpusError(path, "field 'certificate' is not an object (corrupt case)")
+    if "inline" in ref:
+        return ref["inline"]
+    name = ref.get("file")
+    if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".certificate.json"):
+        raise CorpusError(path, f"invalid certificate file reference {name!r}")
+    try:
+        blob = (path.parent / name).read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(path, f"its certificate file {name} is missing") from None
+    except OSError as e:
+        raise CorpusError(path, f"cannot read its certificate file {name} ({e.strerror or e})") from None
+    if ref.get("sha256") and hashlib.sha256(blob).hexdigest() != ref["sha256"]:
+        raise CorpusError(path, f"its certificate file {name} does not match the recorded sha256")
+    try:
+        return json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorpusError(path, f"its certificate file {name} is not valid JSON ({e})") from None
 
 
 def _load_sidecar(path: Path, ref) -> dict:
@@ -299,13 +376,19 @@ def iter_cases(paths) -> Iterator[tuple[Path, "Case | CorpusError"]]:
 # ---------------------------------------------------------------------------- building cases
 
 def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None, options: dict | None = None,
-                     origin: dict | None = None, dtype=None, search_path: str | None = None) -> Case:
+                     origin: dict | None = None, dtype=None, search_path: str | None = None,
+                     traced=None) -> Case:
     """A case recording ``report`` (a :class:`mtcheck.Report`) for ``program_ref`` at ``inputs``.
 
     ``program_ref`` is a dict (the ``program`` field), ``"zoo:<name>"``, ``"package.module:factory"``
     (an import program, called with no arguments), or an object with ``to_dict()`` (a NetSpec).
     ``program`` is the callable that was checked: its ``state_dict`` becomes the case's weights and
     its ``training`` flag is kept. ``options`` are the keyword arguments given to ``mtcheck.check``.
+
+    ``traced``: whether to store the traced program too (:mod:`mtcheck.program`), so that the
+    case replays without importing anything. ``None`` (the default): for ``import`` and
+    ``traced`` programs when ``program`` is given. A program that cannot be stored is noted
+    in ``origin['traced']`` and the case is kept without it.
     """
     import torch
 
@@ -317,6 +400,8 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
         prog = {"kind": "import", "target": program_ref, "call": True, "kwargs": {}}
     elif hasattr(program_ref, "to_dict"):
         prog = {"kind": "net", "spec": program_ref.to_dict()}
+    elif program_ref is None and program is not None:
+        prog = {"kind": "traced", "name": _program_name(program)}
     else:
         raise CheckInputError(f"cannot record program reference {program_ref!r}: give 'zoo:<name>', "
                               "'package.module:factory', a NetSpec or a dict")
@@ -336,9 +421,42 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
     opts = {k: v for k, v in (options or {}).items() if k in _CHECK_OPTIONS}
     if "wrt" in opts and opts["wrt"] is not None:
         opts["wrt"] = [int(i) for i in ([opts["wrt"]] if isinstance(opts["wrt"], int) else opts["wrt"])]
+    origin = dict(origin or {})
+    prog_traced = None
+    if traced is None:
+        traced = program is not None and prog["kind"] in ("import", "traced")
+    if traced and program is not None:
+        from .program import ProgramError, record
+
+        try:
+            prog_traced = record(program, inputs, opts.get("wrt"),
+                                 framework_jacobian=getattr(report, "framework_jacobian", None))
+        except (ProgramError, CheckInputError) as e:
+            origin["traced"] = f"not stored: {e}"
+    if prog["kind"] == "traced" and prog_traced is None:
+        raise CheckInputError(f"cannot record the program as a traced program ({origin.get('traced')})")
     return Case(program=prog, inputs=inputs, dtype=_dtype_name(dtype), expected=expectation(report),
                 weights=weights, options=opts, seed=int(seed), training=training, versions=_versions(),
-                origin=dict(origin or {}))
+                origin=origin, traced=prog_traced, certificate=_json_certificate(report))
+
+
+def _program_name(fn) -> str:
+    import torch
+
+    if isinstance(fn, torch.nn.Module):
+        return type(fn).__name__
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
+
+
+def _json_certificate(report):
+    """``report.certificate`` when it is JSON data (a dict), else None."""
+    cert = getattr(report, "certificate", None)
+    if cert is None:
+        return None
+    try:
+        return json.loads(json.dumps(cert))
+    except (TypeError, ValueError):
+        return None
 
 
 def expectation(report) -> dict:
@@ -373,6 +491,7 @@ def expectation(report) -> dict:
         "rounding_nodes": list(report.rounding_nodes),
         "mismatch": report.mismatch,
         "framework_jacobian": _small_matrix(report.framework_jacobian),
+        "certificate_ok": getattr(report, "certificate_ok", None),
     }
 
 
@@ -397,15 +516,29 @@ def _versions() -> dict:
 
 # ---------------------------------------------------------------------------- replay
 
-def build_program(case: Case):
-    """``(fn, inputs)`` for ``case``: imports the program for kind ``import`` (this runs the
-    factory's code), builds the NetSpec for ``net``, looks up the zoo for ``zoo``; then loads
-    the recorded weights. Raises :class:`CorpusError` naming the case file."""
+def build_program(case: Case, *, trust_imports: bool = False):
+    """``(fn, inputs)`` for ``case``; see :func:`resolve_program`."""
+    fn, inputs, _ = resolve_program(case, trust_imports=trust_imports)
+    return fn, inputs
+
+
+def resolve_program(case: Case, *, trust_imports: bool = False):
+    """``(fn, inputs, source)`` for ``case``. ``source`` says how the program was rebuilt:
+
+    - ``zoo`` / ``net``: mtcheck's own models, or a generated network from its spec;
+    - ``import``: the factory is imported (this runs its code) when its module is importable from
+      the current environment *without* the case's ``search_path``, or when ``trust_imports``
+      (then the ``search_path`` is used too);
+    - ``traced``: otherwise, the traced program stored in the case (no import at all).
+
+    A program that could only be imported through its ``search_path`` and stores no traced
+    program raises :class:`NeedsTrust`. Other failures raise :class:`CorpusError`."""
     import torch
 
     p = case.program
     dtype = getattr(torch, case.dtype)
     kind = p.get("kind")
+    source = kind
     if kind == "zoo":
         from .zoo import ZOO
 
@@ -425,7 +558,21 @@ def build_program(case: Case):
         except Exception as e:  # noqa: BLE001 - any failure to build is a bad case
             raise CorpusError(case.path, f"the network spec cannot be built ({e.__class__.__name__}: {e})") from None
     elif kind == "import":
-        fn = _import_program(case)
+        how = import_policy(case, trust_imports=trust_imports)
+        if how == "traced":
+            return case.traced.function(), [t.clone() for t in case.inputs], "traced"
+        if how == "needs-trust":
+            mod = str(p.get("target")).partition(":")[0]
+            raise NeedsTrust(case.path, f"not run: it imports {mod} from code that ships with the case "
+                                        f"(search_path {p.get('search_path')!r}) and stores no traced program; "
+                                        "replay it with --trust-imports (pytest: --mtcheck-trust-imports) "
+                                        "if you trust where it comes from")
+        fn = _import_program(case, allow_search_path=(how == "import-search-path"))
+        source = "import"
+    elif kind == "traced":
+        if case.traced is None:
+            raise CorpusError(case.path, "program kind 'traced' but the case stores no traced program")
+        return case.traced.function(), [t.clone() for t in case.inputs], "traced"
     else:
         raise CorpusError(case.path, f"unknown program kind {kind!r}")
     if isinstance(fn, tuple):
@@ -438,17 +585,53 @@ def build_program(case: Case):
                 raise CorpusError(case.path, f"the recorded weights do not fit the program "
                                              f"{case.label} ({str(e).splitlines()[0]})") from None
         fn.train(case.training)
-    return fn, [t.clone() for t in case.inputs]
+    return fn, [t.clone() for t in case.inputs], source
 
 
-def _import_program(case: Case):
+def import_policy(case: Case, *, trust_imports: bool = False) -> str:
+    """How an ``import`` case would be replayed, deciding without running any of its code:
+    ``'import'`` (its module is importable from the current environment, without its
+    ``search_path``), ``'import-search-path'`` (trusted: the ``search_path`` may be used),
+    ``'traced'`` (the stored traced program, no import) or ``'needs-trust'``."""
+    p = case.program
+    mod_name = str(p.get("target", "")).partition(":")[0]
+    if trust_imports:
+        return "import-search-path"
+    if _importable(mod_name):
+        return "import"
+    if case.traced is not None:
+        return "traced"
+    if p.get("search_path"):
+        return "needs-trust"
+    return "import"         # not importable at all: the import fails with a clear error, running nothing
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` would find the module on the current ``sys.path``. Finding a
+    submodule imports its parent packages (from the environment, never from a case's
+    search_path, which is not on sys.path unless a trusted replay put it there)."""
+    import importlib.util
+
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        return False
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+    except Exception:  # noqa: BLE001 - a parent package that fails on import: not importable
+        return False
+
+
+def _import_program(case: Case, *, allow_search_path: bool = False):
     p = case.program
     target = p.get("target")
     if not isinstance(target, str) or ":" not in target:
         raise CorpusError(case.path, f"import target {target!r} is not of the form 'package.module:factory'")
     mod_name, _, qual = target.partition(":")
     try:
-        mod = _import_module(mod_name, case)
+        mod = _import_module(mod_name, case, allow_search_path)
         obj = mod
         for part in qual.split("."):
             obj = getattr(obj, part)
@@ -464,12 +647,12 @@ def _import_program(case: Case):
         raise CorpusError(case.path, f"the model factory {target} failed ({e.__class__.__name__}: {e})") from None
 
 
-def _import_module(name: str, case: Case):
+def _import_module(name: str, case: Case, allow_search_path: bool = False):
     try:
         return importlib.import_module(name)
     except ImportError:
         sp = case.program.get("search_path")
-        if not sp or case.path is None:
+        if not sp or case.path is None or not allow_search_path:
             raise
         root = str((case.path.parent / sp).resolve())
         if root not in sys.path:
@@ -477,31 +660,77 @@ def _import_module(name: str, case: Case):
         return importlib.import_module(name)
 
 
-def replay_case(case: Case) -> ReplayResult:
+def verify_certificate(cert) -> tuple:
+    """``(ok, reason)`` from :func:`mtcheck.certificate.verify`; ``ok`` is None when the
+    verifier is not available in this mtcheck."""
+    try:
+        from .certificate import verify
+    except ImportError as e:
+        return None, f"mtcheck.certificate is not available ({e})"
+    try:
+        res = verify(cert)
+    except Exception as e:  # noqa: BLE001 - a verifier crash on a stored certificate is a failure
+        return False, f"the verifier raised {type(e).__name__}: {e}"
+    ok = getattr(res, "ok", res[0] if isinstance(res, tuple) else res)
+    reason = getattr(res, "reason", res[1] if isinstance(res, tuple) and len(res) > 1 else "")
+    return bool(ok), str(reason or "")
+
+
+def replay_case(case: Case, *, trust_imports: bool = False) -> ReplayResult:
     """Rebuild the program, re-run the check with the recorded options and seed, and compare
-    the verdict with the recorded one."""
+    the verdict with the recorded one; verify the recorded certificate again.
+
+    ``status``: ``reproduces``, ``changed``, ``error`` (cannot be built or checked, or its
+    certificate fails verification) or ``needs-trust`` (not run: see :func:`resolve_program`)."""
     from . import check
 
     old = case.verdict
+    source = ""
     try:
-        fn, inputs = build_program(case)
+        fn, inputs, source = resolve_program(case, trust_imports=trust_imports)
         rep = check(fn, *inputs, seed=case.seed, name=case.label, **case.options)
+    except NeedsTrust as e:
+        return ReplayResult("needs-trust", old, None, str(e), case, certificate="not verified: not run")
     except CorpusError as e:
-        return ReplayResult("error", old, None, str(e), case)
+        return ReplayResult("error", old, None, str(e), case, source=source)
     except CheckInputError as e:
-        return ReplayResult("error", old, None, f"{case.path}: the check cannot run: {e}", case)
+        return ReplayResult("error", old, None, f"{case.path}: the check cannot run: {e}", case, source=source)
     except Exception as e:  # noqa: BLE001 - a crash in mtcheck must not stop the other cases
         import traceback
 
         tb = traceback.extract_tb(e.__traceback__)
         at = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
         return ReplayResult("error", old, None, f"{case.path}: mtcheck crashed while replaying it "
-                                                f"({type(e).__name__}: {e}{at}); a bug in mtcheck", case)
+                                                f"({type(e).__name__}: {e}{at}); a bug in mtcheck", case,
+                            source=source)
     new = str(rep.verdict)
+    cert, cert_fail = _certificate_status(case, rep)
+    if cert_fail:
+        return ReplayResult("error", old, new, f"{case.path}: {cert_fail}", case, rep, source, cert)
     if new == old:
         what = "still reproduces (a known finding)" if old in _BUGS else "reproduces"
-        return ReplayResult("reproduces", old, new, f"{case.path}: {what}: {new}", case, rep)
-    return ReplayResult("changed", old, new, changed_text(case, rep), case, rep)
+        return ReplayResult("reproduces", old, new, f"{case.path}: {what}: {new}", case, rep, source, cert)
+    return ReplayResult("changed", old, new, changed_text(case, rep), case, rep, source, cert)
+
+
+def _certificate_status(case: Case, rep):
+    """(status text, failure message or '') for the recorded certificate and the new report's."""
+    parts, fail = [], ""
+    if case.certificate is not None:
+        ok, why = verify_certificate(case.certificate)
+        if ok is None:
+            parts.append(f"recorded: not verified ({why})")
+        elif ok:
+            parts.append("recorded: ok")
+        else:
+            parts.append(f"recorded: failed ({why})")
+            fail = f"its recorded certificate fails verification ({why})"
+    new_ok = getattr(rep, "certificate_ok", None)
+    if new_ok is not None:
+        parts.append("new: ok" if new_ok else "new: failed")
+        if new_ok is False and not fail:
+            fail = "the new check's certificate fails verification"
+    return ("; ".join(parts) or "none"), fail
 
 
 def changed_text(case: Case, rep) -> str:
@@ -611,5 +840,6 @@ def _decode_input(e: dict, tensors: dict):
     return t.reshape(shape)
 
 
-__all__ = ["SCHEMA_VERSION", "Case", "CorpusError", "ReplayResult", "save_case", "load_case", "iter_cases",
-           "case_from_report", "build_program", "replay_case"]
+__all__ = ["SCHEMA_VERSION", "Case", "CorpusError", "NeedsTrust", "ReplayResult", "save_case", "load_case",
+           "iter_cases", "case_from_report", "build_program", "resolve_program", "import_policy", "replay_case",
+           "verify_certificate"]

@@ -8,7 +8,7 @@ What it adds:
 - the ``mtcheck`` fixture: ``mtcheck.fuzz(model, example_inputs, max_examples=..., dtype=...)``;
 - the ``mtcheck`` marker (settings for one test; ``models=`` parametrizes ``mtcheck_model``);
 - one option group (``--mtcheck-seed``, ``--mtcheck-profile``, ``--mtcheck-corpus``,
-  ``--mtcheck-show-statistics``, ``--mtcheck-update-corpus``);
+  ``--mtcheck-show-statistics``, ``--mtcheck-update-corpus``, ``--mtcheck-trust-imports``);
 - collection of corpus case files (``case-<sha1>.json``) as test items that replay them.
 
 Every setting is resolved through one chain: marker (or the call's own arguments) >
@@ -95,6 +95,8 @@ SETTINGS = {
     "max_examples": (None, "MTCHECK_MAX_EXAMPLES", "mtcheck_max_examples", _int(1)),
     "show_statistics": ("--mtcheck-show-statistics", "MTCHECK_SHOW_STATISTICS", "mtcheck_show_statistics", _bool),
     "update_corpus": ("--mtcheck-update-corpus", "MTCHECK_UPDATE_CORPUS", None, _bool),
+    # no ini key on purpose: a corpus someone else wrote could ship an ini file that trusts itself
+    "trust_imports": ("--mtcheck-trust-imports", "MTCHECK_TRUST_IMPORTS", None, _bool),
 }
 
 
@@ -142,7 +144,7 @@ def resolve_settings(config, overrides=None, override_where="") -> Resolved:
     for k in ("max_examples",):
         if r.values[k] is None:
             r.values[k], r.sources[k] = p[k], f"profile {prof!r}"
-    for k in ("show_statistics", "update_corpus"):
+    for k in ("show_statistics", "update_corpus", "trust_imports"):
         if r.values[k] is None:
             r.values[k], r.sources[k] = False, "default"
     if r.values["corpus"] is None:
@@ -202,6 +204,10 @@ def add_options(group):
                     help="print per-test statistics of mtcheck fuzz calls (examples, verdicts, ties, time)")
     group.addoption("--mtcheck-update-corpus", action="store_true", default=None,
                     help="when replaying corpus cases, rewrite the expectation of cases whose verdict changed")
+    group.addoption("--mtcheck-trust-imports", action="store_true", default=None,
+                    help="when replaying corpus cases, import model factories from the code a case ships with "
+                         "(its search_path); without it such a case runs its stored traced program, or is skipped "
+                         "as 'needs trust'")
 
 
 def pytest_configure(config):
@@ -478,10 +484,13 @@ class CaseItem(pytest.Item):
         except CorpusError as e:
             self.user_properties.append(("mtcheck_replay", {"status": "error", "file": self.path.name}))
             raise CaseFailure(str(e)) from None
-        res = replay_case(case)
+        res = replay_case(case, trust_imports=bool(st.settings.values.get("trust_imports")))
         bug = res.old_verdict in ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
         info = {"status": res.status, "file": self.path.name, "old": res.old_verdict, "new": res.new_verdict,
-                "bug": bug}
+                "bug": bug, "source": res.source, "certificate": res.certificate}
+        if res.status == "needs-trust":
+            self.user_properties.append(("mtcheck_replay", info))
+            pytest.skip(f"mtcheck: needs trust: {_relpath(self.path)} {res.text.split(': ', 1)[-1]}")
         if res.status == "changed" and st.settings.values["update_corpus"]:
             save_case(self.path.parent, case.updated(res.report))
             info["status"] = "updated"
@@ -543,6 +552,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         parts = [f"{c.get('still reproduces', 0)} still reproduce (known findings)",
                  f"{c.get('reproduces', 0)} pass as recorded", f"{c.get('changed', 0)} changed",
                  f"{c.get('updated', 0)} updated", f"{c.get('error', 0)} errors"]
+        if c.get("needs-trust"):
+            parts.append(f"{c['needs-trust']} not run (need trust: --mtcheck-trust-imports)")
         tr.write_sep("-", "mtcheck corpus")
         tr.write_line(f"mtcheck corpus: {len(st.replays)} cases replayed: " + ", ".join(parts))
         upd = [v for v in st.replays if v["status"] == "updated"]

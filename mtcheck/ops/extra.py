@@ -834,13 +834,13 @@ class Ldexp(Rule):
 
 @register_new("aten.hardshrink.default")
 class Hardshrink(Rule):
-    """hardshrink(x, l) = x where |x| > l, else 0: it jumps by l at +-l (continuous only for l = 0)."""
+    """hardshrink(x, l) = x where |x| > l, else 0: it jumps by l at +-l; for l <= 0 it is the identity."""
 
     nonsmooth = True
 
     def forward(self, ctx, args, kwargs):
         lam = exact_scalar(args[1] if len(args) > 1 else kwargs.get("lambd", 0.5), ctx.dtype)
-        if lam != 0:
+        if lam > 0:             # lambda <= 0: |x| > lambda wherever x != 0, so the identity
             raise NotLipschitz(f"hardshrink jumps by {float(lam):g} at +-{float(lam):g} (a discontinuity)")
         return _obj(args[0]).copy()
 
@@ -1245,3 +1245,154 @@ class LinalgCheckErrors(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return None
+
+
+@register_new("aten.triangular_solve.default")
+class TriangularSolve(Rule):
+    """triangular_solve(b, A, upper, transpose, unitriangular) = (X, A's copy): op(T) X = b with T
+    the triangle of A (transposed when ``transpose``)."""
+
+    def _params(self, args, kwargs):
+        get = lambda i, k, d: args[i] if len(args) > i else kwargs.get(k, d)  # noqa: E731
+        return get(2, "upper", True), get(3, "transpose", False), get(4, "unitriangular", False)
+
+    def _tri(self, a, upper, unit, transpose):
+        t = SolveTriangular()._tri(a, upper, unit)
+        return np.swapaxes(t, -1, -2) if transpose else t
+
+    def forward(self, ctx, args, kwargs):
+        upper, transpose, unit = self._params(args, kwargs)
+        b, a = _obj(args[0]), _obj(args[1])
+        ti = _inv(self._tri(a, upper, unit, transpose))
+        ctx.aux["ti"] = ti
+        return np.asarray(matmul(ti, b), dtype=object), a.copy()
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        upper, transpose, unit = self._params(args, kwargs)
+        ti, x = ctx.aux["ti"], out[0]
+        tb, ta = _t(targs, 0), _t(targs, 1)
+        res = None
+        if tb is not None:
+            res = matmul(np.broadcast_to(ti, (tb.shape[0],) + ti.shape), tb)
+        if ta is not None:
+            B = ta.shape[0]
+            n = ti.shape[-1]
+            mask = SolveTriangular()._tri_mask(n, upper, unit)
+            tt = np.where(mask, ta, np.asarray(Q0, dtype=object))
+            tt = np.swapaxes(tt, -1, -2) if transpose else tt
+            r = -matmul(np.broadcast_to(ti, (B,) + ti.shape), matmul(tt, np.broadcast_to(x, (B,) + x.shape)))
+            res = add_t(res, r)
+        return (None if res is None else tan(res)), (None if ta is None else ta)
+
+
+def _perm_from_pivots(piv, n):
+    """The permutation matrix P (A = P L U) of LAPACK's 1-based sequential row swaps."""
+    perm = list(range(n))
+    for i, p in enumerate(np.asarray(piv).reshape(-1).tolist()):
+        p = int(p) - 1
+        perm[i], perm[p] = perm[p], perm[i]
+    P = zeros((n, n))
+    for i, r in enumerate(perm):
+        P[r, i] = Q1
+    return P
+
+
+def _lu_parts(lu, piv):
+    """(P, L, U) of packed LU factors (batched over leading dimensions)."""
+    n = lu.shape[-1]
+    low = np.tril(np.ones((n, n), dtype=bool), -1)
+    L = np.asarray(np.where(low, lu, np.asarray(Q0, dtype=object)), dtype=object).copy()
+    for i in range(n):
+        L[..., i, i] = Q1
+    U = np.asarray(np.where(np.triu(np.ones((n, n), dtype=bool)), lu, np.asarray(Q0, dtype=object)), dtype=object)
+    P = np.empty(lu.shape, dtype=object)
+    pv = np.asarray(piv)
+    for idx in np.ndindex(*lu.shape[:-2]):
+        P[idx] = _perm_from_pivots(pv[idx], n)
+    return P, L, U, low
+
+
+@register_new("aten.linalg_lu_solve.default")
+class LuSolve(Rule):
+    """linalg_lu_solve(LU, pivots, B, left, adjoint): solves A X = B (or X A = B; A^T for adjoint)
+    with A = P L U rebuilt exactly from the packed factors."""
+
+    def _params(self, args, kwargs):
+        return kwargs.get("left", args[3] if len(args) > 3 else True), \
+            kwargs.get("adjoint", args[4] if len(args) > 4 else False)
+
+    def _a(self, lu, piv):
+        P, L, U, low = _lu_parts(lu, piv)
+        return np.asarray(matmul(P, matmul(L, U)), dtype=object), P, L, U, low
+
+    def forward(self, ctx, args, kwargs):
+        left, adjoint = self._params(args, kwargs)
+        lu, piv, b = _obj(args[0]), args[1], _obj(args[2])
+        a, *_ = self._a(lu, piv)
+        if adjoint:
+            a = np.swapaxes(a, -1, -2)
+        ai = _inv(a)
+        ctx.aux["ai"] = ai
+        return np.asarray(matmul(ai, b) if left else matmul(b, ai), dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        left, adjoint = self._params(args, kwargs)
+        lu, piv = _obj(args[0]), args[1]
+        tl, tb = _t(targs, 0), _t(targs, 2)
+        ai = ctx.aux["ai"]
+        res = None
+        if tb is not None:
+            aib = np.broadcast_to(ai, (tb.shape[0],) + ai.shape)
+            res = matmul(aib, tb) if left else matmul(tb, aib)
+        if tl is not None:
+            B = tl.shape[0]
+            _, P, L, U, low = self._a(lu, piv)
+            z = np.asarray(Q0, dtype=object)
+            dL = np.where(low, tl, z)
+            dU = np.where(np.triu(np.ones(low.shape, dtype=bool)), tl, z)
+            Pb, Lb, Ub = (np.broadcast_to(m, (B,) + m.shape) for m in (P, L, U))
+            da = matmul(Pb, add_t(matmul(dL, Ub), matmul(Lb, dU)))
+            if adjoint:
+                da = np.swapaxes(da, -1, -2)
+            aib = np.broadcast_to(ai, (B,) + ai.shape)
+            xb = np.broadcast_to(out, (B,) + out.shape)
+            r = -matmul(aib, matmul(da, xb)) if left else -matmul(matmul(xb, da), aib)
+            res = add_t(res, r)
+        return None if res is None else tan(res)
+
+
+@register_new("aten.lu_unpack.default")
+class LuUnpack(Rule):
+    """lu_unpack(LU, pivots) = (P, L, U): P a constant permutation, L unit lower, U upper."""
+
+    def forward(self, ctx, args, kwargs):
+        lu = _obj(args[0])
+        m, n = lu.shape[-2:]
+        if m != n:
+            raise NotModelled("lu_unpack of a rectangular LU")
+        P, L, U, _ = _lu_parts(lu, args[1])
+        return P, L, U
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        t = targs[0]
+        if t is None:
+            return None
+        n = t.shape[-1]
+        z = np.asarray(Q0, dtype=object)
+        return None, tan(np.where(np.tril(np.ones((n, n), dtype=bool), -1), t, z)), \
+            tan(np.where(np.triu(np.ones((n, n), dtype=bool)), t, z))
+
+
+_reject_new("random", "it is random; put the model in eval mode (model.eval()) or remove the randomness",
+            "aten.randint_like.default", "aten.randint_like.low_dtype", "aten.multinomial.default",
+            "aten.normal.Tensor_Tensor", "aten.normal.Tensor_float", "aten.normal.float_Tensor",
+            "aten.poisson.default", "aten.exponential_.default", "aten.cauchy_.default", "aten.geometric_.default",
+            "aten.log_normal_.default", "aten.random_.default", "aten.random_.from", "aten.random_.to",
+            "aten.normal.float_float", "aten.randperm.default", "aten.bernoulli.p", "aten.bernoulli_.Tensor")
+_reject_new("outside", "a factorization with pivoting: its factors jump where the pivot choice changes "
+            "(discontinuous, although their product is not)",
+            "aten.linalg_lu_factor_ex.default", "aten.linalg_lu.default", "aten.linalg_ldl_factor_ex.default",
+            "aten.lu_factor_ex.default", "aten._lu_with_info.default")
+_reject_new("irrational", "its values are irrational in general, so no exact rational model exists",
+            "aten.soft_margin_loss.default", "aten.linalg_lstsq.default", "aten.special_zeta.default",
+            "aten.igamma.default", "aten.igammac.default")

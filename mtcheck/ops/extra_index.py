@@ -319,9 +319,13 @@ def _affine_fit(ctx, args, kwargs, lin):
     if not (np.isfinite(M).all() and np.isfinite(c0).all()):
         return None
     xf = np.array([float(v) for j in lin for v in leaves[j].ravel()])
-    fl = flat(call(xf)[0])
-    if fl.size and (np.abs(c0 + M @ xf - fl) > 1e-6 * (np.abs(M) @ np.abs(xf) + np.abs(c0)) + 1e-12).any():
-        return None
+    # the framework's own output agrees with c0 + M x at the actual values and at a fixed
+    # pseudo-random point (a point alone can hide a non-linearity: x^2 = x at 0 and 1)
+    rnd = np.random.default_rng(12345).integers(-7, 8, size=n) / 4.0
+    for pt in (xf, rnd):
+        fl = flat(call(pt)[0])
+        if fl.size and (np.abs(c0 + M @ pt - fl) > 1e-6 * (np.abs(M) @ np.abs(pt) + np.abs(c0)) + 1e-12).any():
+            return None
     shapes = [tuple(zero_outs[i].shape) for i in float_pos]
     return {"M": M, "c0": c0, "float_pos": float_pos, "shapes": shapes, "is_tuple": is_tuple,
             "zero_outs": zero_outs, "lin": lin}

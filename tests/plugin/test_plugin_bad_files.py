@@ -17,7 +17,8 @@ def _weighted_case(directory, target="tinymodels:Affine"):
     m = tinymodels.Affine().double()
     x = torch.tensor([0.5, 0.0, -0.5, 1.0], dtype=torch.float64)
     rep = mtcheck.check(m, x, neighbours=False, forward_mode=False)
-    case = case_from_report(target, [x], rep, 0, program=m, options={"neighbours": False, "forward_mode": False})
+    case = case_from_report(target, [x], rep, 0, program=m, options={"neighbours": False, "forward_mode": False},
+                            traced=False)   # the factory must be needed: no self-contained copy
     return save_case(directory, case)
 
 
@@ -32,8 +33,8 @@ def _break(kind, corpus):
         paper[1].write_bytes(raw[: len(raw) // 2])
         return paper[1], "not valid JSON, the file is truncated or corrupt"
     if kind == "newer-schema":
-        edit_case(paper[2], lambda d: d.update(mtcheck_case=2))
-        return paper[2], "schema version 2 is newer than this mtcheck"
+        edit_case(paper[2], lambda d: d.update(mtcheck_case=3))
+        return paper[2], "schema version 3 is newer than this mtcheck"
     if kind == "missing-weights":
         p = _weighted_case(corpus)
         p.with_suffix(".safetensors").unlink()

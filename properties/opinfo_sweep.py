@@ -1,0 +1,607 @@
+"""The OpInfo sweep: PyTorch's own op database, its samples moved onto ties, judged by mtcheck.
+
+``torch.testing._internal.common_methods_invocations.op_db`` lists every op PyTorch tests,
+each with ``sample_inputs(device, dtype)``. Those samples avoid ties (that is why
+``gradcheck`` passes on them). The sweep takes, for every entry with a real
+floating-point float64 sample, its first few small samples, moves their float64
+tensors onto ties by several strategies, and runs ``mtcheck.check(fn, *tensors,
+neighbours=False)`` where ``fn`` binds the sample's other arguments. Every check ends in
+one outcome:
+
+* ``verdict``: a verdict (``SMOOTH_OK``, ``ASSOCIATED``, ... ; ``UNKNOWN`` is recorded but
+  not counted as decided);
+* ``unsupported`` / ``outside`` / ``nonfinite`` / ``input``: mtcheck's documented errors
+  (:mod:`mtcheck.errors`), with the ATen op and the reason;
+* ``crash``: any other exception out of ``mtcheck.check``: an internal crash, a bug of
+  mtcheck (the traceback's last lines are kept);
+* ``timeout``: the per-op time budget ran out inside the check.
+
+A strategy whose moved input the op itself rejects (torch raises, or the output is
+not finite) is recorded as ``invalid`` and not counted. An op is *decided* when at least
+one of its checks gives a decided verdict.
+
+Use::
+
+    python properties/opinfo_sweep.py --max-ops 0 --output opinfo.json    # or: mtcheck opinfo
+    from opinfo_sweep import sweep; res = sweep(ops=["dot", "mean"])
+
+The summary line reads ``decided X/Y ops (Z%), N internal crashes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+STRATEGIES = ("grid", "repeat", "zeros", "kinks", "equal_rows")
+DECIDED = ("SMOOTH_OK", "ASSOCIATED", "SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH")
+BUGS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
+
+MAX_NUMEL = 128         # float elements of one sample (inputs); larger ones only when no sample is smaller
+MAX_NUMEL_LARGE = 512   # ... and never more than this
+MAX_OUT_NUMEL = 256     # float elements of the output (one reverse pass per element)
+SAMPLES_SCANNED = 12    # samples generated per op (the small ones among them are used)
+
+# kinks of ops whose kink is not at 0 and not a difference of two arguments
+KINKS = {
+    "nn.functional.hardtanh": (-1.0, 1.0), "nn.functional.relu6": (0.0, 6.0),
+    "nn.functional.hardshrink": (-0.5, 0.5), "nn.functional.softshrink": (-0.5, 0.5),
+    "nn.functional.hardsigmoid": (-3.0, 3.0), "nn.functional.hardswish": (-3.0, 3.0, 0.0),
+    "nn.functional.smooth_l1_loss": (1.0, -1.0, 0.0), "nn.functional.huber_loss": (1.0, -1.0, 0.0),
+    "clamp": (0.0,), "clip": (0.0,),
+}
+
+
+def load_op_db():
+    """The OpInfo database (imports ``expecttest``; raises ImportError without it)."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return op_db
+
+
+def op_key(op) -> str:
+    return op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+
+
+# ------------------------------------------------------------------ moving samples onto ties
+
+def _scalars(sample) -> list:
+    """The sample's numeric (non-tensor) float arguments: candidate kinks (clamp bounds, thresholds)."""
+    import torch.utils._pytree as pytree
+
+    out = []
+    for v in pytree.tree_leaves((sample.args, sample.kwargs)):
+        if isinstance(v, float) and math.isfinite(v) and not isinstance(v, bool):
+            out.append(v)
+    return out
+
+
+def _grid(x):
+    import torch
+
+    return torch.round(x).clamp(-8, 8)
+
+
+def move(strategy: str, tensors: list, kinks=()) -> list:
+    """The float64 tensors of a sample moved onto ties by ``strategy``.
+
+    grid: rounded to integers in [-8, 8] (values repeat, zeros appear); repeat: consecutive
+    pairs of entries made equal; zeros: every other entry 0; kinks: every other entry set
+    to one of the op's kinks (its scalar arguments, known kinks, 0); equal_rows: every row
+    (index along dim 0) equal to the first, and every later tensor of the first one's
+    shape equal to the first (equal operands); fine (only when every other strategy gives an
+    input the op rejects, such as a singular matrix): a grid of 1/16, ties or not.
+    """
+    import torch
+
+    out = []
+    for k, x in enumerate(tensors):
+        g = _grid(x)
+        flat = g.reshape(-1).clone()
+        if strategy == "repeat":
+            if flat.numel() > 1:
+                flat[1::2] = flat[0::2][: flat[1::2].numel()]
+        elif strategy == "zeros":
+            flat[0::2] = 0.0
+        elif strategy == "kinks":
+            ks = [float(v) for v in kinks] or [0.0]
+            for j in range(0, flat.numel(), 2):
+                flat[j] = ks[(j // 2 + k) % len(ks)]
+        elif strategy == "equal_rows":
+            if g.ndim >= 1 and g.shape[0] > 1:
+                g = g[:1].expand_as(g).clone()
+            elif g.numel() > 1:
+                g = g.reshape(-1)[:1].expand_as(g).clone()
+            if out and out[0].shape == g.shape:
+                g = out[0].clone()
+            out.append(g)
+            continue
+        elif strategy == "fine":
+            flat = (torch.round(x * 16) / 16).reshape(-1).clone()
+        elif strategy != "grid":
+            raise ValueError(f"unknown strategy {strategy!r}")
+        out.append(flat.reshape(x.shape).to(torch.float64))
+    return out
+
+
+# ------------------------------------------------------------------ one op
+
+@dataclass
+class Bound:
+    """A sample with its float64 tensors taken out: ``fn(*tensors)`` calls the op."""
+
+    fn: object
+    tensors: list
+    kinks: tuple = ()
+    shapes: list = field(default_factory=list)
+    wrt: list | None = None
+    views: list = field(default_factory=list)   # per tensor: None, or the geometry of the view it is
+
+
+def bind(op, sample) -> Bound | None:
+    """``fn`` binding the sample's non-tensor and non-float64 arguments; None without float64 tensors."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    leaves, spec = pytree.tree_flatten((sample.input, sample.args, sample.kwargs))
+    pos = [i for i, v in enumerate(leaves)
+           if isinstance(v, torch.Tensor) and v.dtype == torch.float64 and v.layout == torch.strided
+           and v.numel() > 0]
+    if not pos:
+        return None
+    tensors = [leaves[i].detach().clone() for i in pos]
+    views = [_view_geometry(leaves[i]) for i in pos]
+    # the tensors PyTorch's own gradient tests differentiate (requires_grad in the sample)
+    wrt = [k for k, i in enumerate(pos) if leaves[i].requires_grad] or None
+    post = getattr(sample, "output_process_fn_grad", None)
+    fun = op.op
+
+    def fn(*xs):
+        ls = list(leaves)
+        for p, x in zip(pos, xs):
+            ls[p] = x
+        inp, args, kwargs = pytree.tree_unflatten(ls, spec)
+        out = fun(inp, *args, **kwargs)
+        return post(out) if post is not None else out
+
+    fn.__name__ = fn.__qualname__ = f"opinfo[{op_key(op)}]"
+    kinks = tuple(KINKS.get(op.name, ())) + tuple(_scalars(sample)) + (0.0,)
+    kinks = tuple(dict.fromkeys(kinks))
+    return Bound(fn, tensors, kinks, [tuple(t.shape) for t in tensors], wrt, views)
+
+
+def _view_geometry(t):
+    """(size, stride, storage offset, storage elements) of a tensor that is a view of a larger
+    storage (OpInfo's partial views), else None."""
+    n = t.untyped_storage().nbytes() // t.element_size()
+    if t.storage_offset() == 0 and t.is_contiguous() and n == t.numel():
+        return None
+    return (tuple(t.size()), tuple(t.stride()), t.storage_offset(), n)
+
+
+def _as_view(x, geom):
+    """``x``'s values in a view of the recorded geometry (the rest of the storage zero)."""
+    if geom is None:
+        return x
+    import torch
+
+    size, stride, off, n = geom
+    buf = torch.zeros(n, dtype=x.dtype)
+    v = buf.as_strided(size, stride, off)
+    v.copy_(x)
+    return v
+
+
+class _Timeout(BaseException):
+    """The per-op budget ran out (a BaseException: no ``except Exception`` swallows it)."""
+
+
+def _on_alarm(signum, frame):
+    raise _Timeout()
+
+
+def _out_ok(out):
+    """(the output is usable, a reason): finite, real, not too large."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    n = 0
+    for o in pytree.tree_leaves(out):
+        if isinstance(o, torch.Tensor):
+            if o.is_complex():
+                return False, "complex output"
+            if o.is_floating_point():
+                if not torch.isfinite(o).all():
+                    return False, "non-finite output"
+                n += o.numel()
+    if n > MAX_OUT_NUMEL:
+        return False, f"output too large ({n} elements)"
+    return True, ""
+
+
+def classify(exc) -> dict:
+    """The outcome of an exception out of ``mtcheck.check``."""
+    import mtcheck
+    from mtcheck.errors import NonFiniteError
+
+    if isinstance(exc, mtcheck.UnsupportedOpError):
+        return {"outcome": "unsupported", "aten": exc.op, "why": exc.why, "where": exc.where}
+    if isinstance(exc, mtcheck.OutsideTheoryError):
+        return {"outcome": "outside", "aten": exc.op, "where": exc.where, "why": str(exc).split(": ", 1)[-1][:200]}
+    if isinstance(exc, NonFiniteError):
+        return {"outcome": "nonfinite", "why": str(exc)[:200]}
+    if isinstance(exc, mtcheck.CheckInputError):
+        return {"outcome": "input", "why": str(exc)[:200]}
+    if isinstance(exc, mtcheck.MtcheckError):
+        return {"outcome": "mtcheck_error", "why": str(exc)[:200]}
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"outcome": "crash", "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+            "traceback": "".join(tb[-4:])[-1500:]}
+
+
+def check_one(bound: Bound, strategy: str) -> dict:
+    """Move the sample onto ties by ``strategy`` and check it; the outcome as a dict."""
+    import torch
+
+    import mtcheck
+
+    moved = move(strategy, bound.tensors, bound.kinks)
+    geoms = bound.views or [None] * len(moved)
+    xs = [_as_view(x, g) for x, g in zip(moved, geoms)]
+    rec = {"strategy": strategy, "shapes": bound.shapes}
+    try:
+        with torch.no_grad():
+            out = bound.fn(*[_as_view(x.clone(), g) for x, g in zip(moved, geoms)])
+        ok, why = _out_ok(out)
+    except _Timeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - the op itself rejects this input: not mtcheck's business
+        ok, why = False, f"the op raises on this input: {type(e).__name__}: {str(e)[:120]}"
+    if not ok:
+        rec.update(outcome="invalid", why=why)
+        return rec
+    t0 = time.perf_counter()
+    try:
+        rep = mtcheck.check(bound.fn, *xs, neighbours=False, wrt=bound.wrt)
+    except _Timeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - every exception is an outcome to record
+        rec.update(classify(e))
+    else:
+        v = str(rep.verdict)
+        rec.update(outcome="verdict", verdict=v, forward_matches_reverse=rep.forward_matches_reverse,
+                   exact=rep.exact_mode, tangent_dim=rep.tangent_dim, n_inputs=rep.n_inputs)
+        if rep.n_inputs and rep.tangent_dim is not None:
+            rec["tie"] = rep.tangent_dim < rep.n_inputs
+        if rep.forward_matches_reverse is None and rep.reasons.get("forward = reverse"):
+            rec["forward_reason"] = rep.reasons["forward = reverse"][:160]
+        if v in BUGS:
+            rec["mismatch"] = (rep.mismatch or "")[:600]
+            rec["inputs"] = [x.reshape(-1).tolist() for x in xs]
+        if rep.forward_matches_reverse is False:
+            rec["inputs"] = [x.reshape(-1).tolist() for x in xs]
+            rec["forward_reverse_gap"] = _fwd_rev_gap(bound, xs, rep)
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def _fwd_rev_gap(bound, xs, rep):
+    """The largest |forward-mode - reverse-mode| entry and the largest |entry|, to tell a
+    disagreement at a tie from float rounding (the two modes round differently off exact mode)."""
+    try:
+        import numpy as np
+
+        from mtcheck import framework
+        from mtcheck.trace import prepare_inputs, trace
+
+        leaves, wrt = prepare_inputs(xs, bound.wrt)
+        J_fwd, _ = framework.forward_jacobian(bound.fn, trace(bound.fn, leaves), wrt)
+        J = rep.framework_jacobian
+        return [float(np.abs(J_fwd - J).max()), float(max(np.abs(J).max(), np.abs(J_fwd).max()))]
+    except Exception:  # noqa: BLE001 - the gap is a note, not a check
+        return None
+
+
+def _rounding_only(c) -> bool:
+    """A forward/reverse difference within float64 rounding of a computation that is not exact."""
+    g = c.get("forward_reverse_gap")
+    return bool(g) and not c.get("exact") and g[0] <= 1e-12 * max(1.0, g[1])
+
+
+def _samples(op, rng_seed=0):
+    import torch
+
+    torch.manual_seed(rng_seed)
+    out = []
+    try:
+        it = iter(op.sample_inputs("cpu", torch.float64, requires_grad=op.supports_autograd,
+                                   small_inputs_only=True))
+        first = [next(it, None)]
+    except TypeError:
+        torch.manual_seed(rng_seed)
+        it = iter(op.sample_inputs("cpu", torch.float64, requires_grad=op.supports_autograd))
+        first = [next(it, None)]
+    import itertools
+
+    for i, s in enumerate(itertools.chain([] if first[0] is None else first, it)):
+        if i >= SAMPLES_SCANNED:
+            break
+        out.append((i, s))
+    return out
+
+
+def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0) -> dict:
+    """Every check of one op, within ``budget`` seconds (wall clock)."""
+    import torch
+
+    row = {"op": op_key(op), "name": op.name, "variant": op.variant_test_name, "aten_name": op.aten_name,
+           "checks": []}
+    t0 = time.perf_counter()
+    try:
+        dts = op.supported_dtypes("cpu")
+    except Exception:  # noqa: BLE001
+        dts = set()
+    if torch.float64 not in dts:
+        row.update(status="no_float_sample", reason="the op has no float64 variant")
+        return row
+    import warnings
+
+    warnings.simplefilter("ignore")          # deprecations and beta notices of the ops themselves
+    old = signal.signal(signal.SIGALRM, _on_alarm) if _main_thread() else None
+    if old is not None:
+        signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        try:
+            cand = _samples(op)
+        except _Timeout:
+            cand = []
+            row["budget_exhausted"] = True
+        except Exception as e:  # noqa: BLE001
+            row.update(status="no_float_sample", reason=f"sample_inputs raised {type(e).__name__}: {str(e)[:100]}")
+            return row
+        bounds = []
+        large = []
+        for i, s in cand:
+            b = bind(op, s)
+            if b is None:
+                continue
+            size = sum(t.numel() for t in b.tensors)
+            if size > MAX_NUMEL:
+                large.append((size, i, b))
+                continue
+            bounds.append((i, b))
+            if len(bounds) >= samples:
+                break
+        if not bounds and large:
+            size, i, b = min(large, key=lambda e: e[0])
+            if size <= MAX_NUMEL_LARGE:
+                bounds.append((i, b))
+        if not bounds:
+            if large:
+                row.update(status="too_large", has_float_sample=True,
+                           reason=f"no sample with at most {MAX_NUMEL_LARGE} float64 elements among the first "
+                                  f"{len(cand)}")
+            else:
+                row.update(status="no_float_sample", reason="no sample with a real float64 tensor")
+            return row
+        row["has_float_sample"] = True
+        try:
+            for i, b in bounds:
+                for st in strategies:
+                    rec = check_one(b, st)
+                    rec["sample"] = i
+                    row["checks"].append(rec)
+                if all(c["outcome"] == "invalid" for c in row["checks"] if c["sample"] == i):
+                    # every tie strategy gave the op an input it rejects (a singular matrix, a zero
+                    # divisor): the sample on a fine grid instead, ties or not
+                    st = "fine"
+                    rec = check_one(b, st)
+                    rec["sample"] = i
+                    row["checks"].append(rec)
+        except _Timeout:
+            row["checks"].append({"sample": i, "strategy": st, "shapes": b.shapes, "outcome": "timeout",
+                                  "why": f"the op's budget of {budget:g} s ran out"})
+            row["budget_exhausted"] = True
+    finally:
+        if old is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    _summarise(row)
+    return row
+
+
+def _main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _summarise(row):
+    """status: decided / crash / unsupported / outside / ... ; reason: the most telling error."""
+    checks = [c for c in row["checks"] if c["outcome"] != "invalid"]
+    verdicts = [c for c in checks if c["outcome"] == "verdict"]
+    crashes = [c for c in checks if c["outcome"] == "crash"]
+    row["verdicts"] = sorted({c["verdict"] for c in verdicts})
+    row["crashes"] = len(crashes)
+    decided = [c for c in verdicts if c["verdict"] in DECIDED]
+    fr = [True if c.get("forward_matches_reverse") is False and _rounding_only(c) else c.get("forward_matches_reverse")
+          for c in decided]
+    row["forward_reverse"] = ("differ" if any(f is False for f in fr) else "agree" if fr and all(f is True for f in fr)
+                              else "agree where available" if any(f is True for f in fr) else "no forward mode"
+                              if decided else None)
+    row["findings"] = [c for c in decided if c["verdict"] in BUGS or (c.get("forward_matches_reverse") is False
+                                                                      and not _rounding_only(c))]
+    if crashes:
+        row["status"] = "crash"
+        row["reason"] = crashes[0]["error"]
+    elif decided:
+        row["status"] = "decided"
+        refused = [c for c in checks if c["outcome"] not in ("verdict", "timeout")]
+        if refused:
+            row["partial"] = f"{len(refused)}/{len(checks)} checks refused ({_why(refused[0])})"
+    elif verdicts:
+        row["status"] = "unknown"
+        row["reason"] = "every verdict UNKNOWN"
+    elif checks:
+        order = ("unsupported", "outside", "nonfinite", "input", "mtcheck_error", "timeout")
+        first = min(checks, key=lambda c: order.index(c["outcome"]) if c["outcome"] in order else 99)
+        row["status"] = first["outcome"]
+        row["reason"] = _why(first)
+        if first.get("aten"):
+            row["aten"] = first["aten"]
+    else:
+        row["status"] = "invalid"
+        row["reason"] = row["checks"][0]["why"] if row["checks"] else "no check ran"
+
+
+def _why(c) -> str:
+    if c.get("aten"):
+        return f"{c['aten']}: {c.get('why', '')}"[:200]
+    return str(c.get("why") or c.get("error") or c["outcome"])[:200]
+
+
+# ------------------------------------------------------------------ the sweep
+
+def _select(op_db, ops=None, max_ops=0):
+    chosen = [op for op in op_db if not ops or op_key(op) in ops or op.name in ops]
+    if max_ops:
+        chosen = chosen[:max_ops]
+    return chosen
+
+
+_DB = None
+
+
+def _worker_init():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _work(args):
+    idx, kw = args
+    op = _DB[idx]
+    try:
+        return idx, sweep_op(op, **kw)
+    except Exception as e:  # noqa: BLE001 - the sweep's own failure on one op (not mtcheck's): a row of its own
+        return idx, {"op": op_key(op), "name": op.name, "variant": op.variant_test_name, "aten_name": op.aten_name,
+                     "checks": [], "status": "sweep_error", "reason": f"{type(e).__name__}: {str(e)[:200]}"}
+
+
+def sweep(ops=None, *, max_ops: int = 0, samples: int = 2, budget: float = 4.0, jobs: int = 1,
+          strategies=STRATEGIES, progress=None) -> dict:
+    """Run the sweep; returns ``{"torch", "summary", "ops": [row, ...]}`` (rows in op_db order)."""
+    global _DB
+    import torch
+
+    op_db = load_op_db()
+    _DB = op_db
+    chosen = _select(op_db, ops, max_ops)
+    index = {id(op): i for i, op in enumerate(op_db)}
+    kw = dict(samples=samples, budget=budget, strategies=tuple(strategies))
+    t0 = time.perf_counter()
+    rows: dict = {}
+    tasks = [(index[id(op)], kw) for op in chosen]
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs, initializer=_worker_init) as pool:
+            for idx, row in pool.imap_unordered(_work, tasks, chunksize=1):
+                rows[idx] = row
+                if progress:
+                    progress(row, len(rows), len(tasks))
+    else:
+        for t in tasks:
+            idx, row = _work(t)
+            rows[idx] = row
+            if progress:
+                progress(row, len(rows), len(tasks))
+    ordered = [rows[i] for i, _ in tasks]
+    res = {"torch": torch.__version__, "samples": samples, "budget": budget, "strategies": list(strategies),
+           "seconds": round(time.perf_counter() - t0, 1), "ops": ordered}
+    res["summary"] = summarise(ordered)
+    return res
+
+
+def summarise(rows) -> dict:
+    with_sample = [r for r in rows if r.get("has_float_sample")]
+    decided = [r for r in with_sample if r["status"] == "decided"]
+    crashes = sum(r.get("crashes", 0) for r in rows)
+    by = {}
+    for r in rows:
+        by[r["status"]] = by.get(r["status"], 0) + 1
+    return {"ops": len(rows), "with_float_sample": len(with_sample), "decided": len(decided),
+            "decided_pct": round(100.0 * len(decided) / len(with_sample), 1) if with_sample else 0.0,
+            "internal_crashes": crashes, "crashed_ops": [r["op"] for r in rows if r.get("crashes")],
+            "by_status": by, "findings": sum(len(r.get("findings", [])) for r in rows)}
+
+
+def summary_line(res) -> str:
+    s = res["summary"]
+    return (f"decided {s['decided']}/{s['with_float_sample']} ops ({s['decided_pct']}%), "
+            f"{s['internal_crashes']} internal crashes")
+
+
+def write_json(res, path) -> None:
+    import tempfile
+
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".opinfo-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(res, fh, indent=1, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    """Command line (also ``mtcheck opinfo``). Exit 0: no internal crash; 1: crashes; 2: usage."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="mtcheck opinfo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--op", action="append", dest="ops", default=None, help="only this op (name or name.variant)")
+    p.add_argument("--max-ops", type=int, default=0, help="at most this many ops (0: all)")
+    p.add_argument("--samples", type=int, default=2, help="samples per op")
+    p.add_argument("--op-budget", type=float, default=4.0, help="seconds per op (wall clock)")
+    p.add_argument("-n", "--jobs", type=int, default=0, help="worker processes (0: available cores)")
+    p.add_argument("--output", default="opinfo-sweep.json", help="JSON results")
+    p.add_argument("--catalogue", default=None, help="also write the catalogue (markdown) to this file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        load_op_db()
+    except ImportError as e:
+        print(f"mtcheck opinfo: needs the `expecttest` package to import PyTorch's op database ({e})",
+              file=sys.stderr)
+        return 2
+    jobs = a.jobs or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+    def progress(row, k, n):
+        if not a.quiet and (row["status"] != "decided" or k % 25 == 0):
+            print(f"[{k}/{n}] {row['op']}: {row['status']}" + (f" ({row.get('reason', '')[:100]})"
+                                                               if row.get("reason") else ""), file=sys.stderr)
+
+    res = sweep(a.ops, max_ops=a.max_ops, samples=a.samples, budget=a.op_budget, jobs=jobs, progress=progress)
+    write_json(res, a.output)
+    if a.catalogue:
+        from mtcheck import catalogue
+
+        text = catalogue.render_markdown(catalogue.build_catalogue(clarke=False), sweep=res)
+        with open(a.catalogue, "w") as fh:
+            fh.write(text)
+    for r in res["ops"]:
+        if r.get("crashes"):
+            print(f"INTERNAL CRASH {r['op']}: {r['reason']}", file=sys.stderr)
+    print(summary_line(res) + f"  [{res['seconds']} s, results in {a.output}]")
+    return 1 if res["summary"]["internal_crashes"] else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -562,17 +562,9 @@ class NoReverse(Exception):
 
 def _ref_leaves(args):
     """The Refs of a node's arguments aligned with ``ops._util.tensor_leaves`` of the resolved ones."""
-    out = []
+    from .ops._util import tensor_leaves
 
-    def walk(o):
-        if isinstance(o, Ref):
-            out.append(o)
-        elif isinstance(o, (list, tuple)):
-            for v in o:
-                walk(v)
-
-    walk(args)
-    return out
+    return tensor_leaves(args, Ref)
 
 
 def _any_live(a, live) -> bool:

@@ -7,12 +7,12 @@ import numpy as np
 from .._exact import Q0, q, zeros
 
 
-def tensor_leaves(obj):
-    """The tensor-valued leaves (numpy arrays) of a nested args structure, in order."""
+def tensor_leaves(obj, kind=np.ndarray):
+    """The tensor-valued leaves (numpy arrays, or ``kind``) of a nested args structure, in order."""
     out = []
 
     def walk(o):
-        if isinstance(o, np.ndarray):
+        if isinstance(o, kind):
             out.append(o)
         elif isinstance(o, (list, tuple)):
             for v in o:

@@ -45,7 +45,6 @@ def _prod_jvp(a, b, ta, tb):
 def _matmul_vjp(a, b, cot, want_a=True, want_b=True):
     """Cotangents of ``a @ b`` (numpy matmul semantics, a and b at least 1-D) for ``cot`` of
     shape ``(B,) + out.shape``: (grad_a, grad_b) with the shapes of a and b (and B in front)."""
-    B = cot.shape[0]
     a, b = lift_like(a, cot), lift_like(b, cot)
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -155,25 +154,35 @@ class AddMM(Rule):
         return arg_grads(args, g)
 
 
+def _conv_windows(x, w, stride, padding, dilation):
+    """(out spatial shape, flat window positions (O, K) with -1 for padding, S) of a convolution."""
+    if isinstance(padding, str):
+        raise NotModelled(f"padding={padding!r}")
+    out_sp, idx = sliding(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    flat = idx.reshape(-1, idx.shape[-1])
+    return out_sp, flat, int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def _im2col(x, flat, S):
+    """The windows of x (N, C, *sp) as (N, O, K, C): a plain gather, zeros in the padding."""
+    N, C = x.shape[:2]
+    xt = x.reshape(N, C, S).transpose(0, 2, 1)                         # (N, S, C)
+    cols = xt[:, np.where(flat >= 0, flat, 0), :]                       # (N, O, K, C)
+    if (flat < 0).any():
+        cols = np.where((flat < 0)[None, :, :, None], Q0, cols)
+    return cols
+
+
 def _conv(x, w, stride, padding, dilation, groups, bias=None):
     """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k).
 
     im2col is laid out (N, O, K, C) so that it is a plain gather with no transposed
     copy; the weights are reordered to match instead (they are small)."""
-    N, C = x.shape[:2]
-    sp = x.shape[2:]
+    N = x.shape[0]
     OC, Cg = w.shape[:2]
-    ks = w.shape[2:]
-    if isinstance(padding, str):
-        raise NotModelled(f"padding={padding!r}")
-    out_sp, idx = sliding(sp, ks, stride, padding, dilation)
-    O, K = idx.reshape(-1, idx.shape[-1]).shape
-    S = int(np.prod(sp, dtype=np.int64))
-    flat = idx.reshape(O, K)
-    xt = x.reshape(N, C, S).transpose(0, 2, 1)                         # (N, S, C)
-    cols = xt[:, np.where(flat >= 0, flat, 0), :]                       # (N, O, K, C)
-    if (flat < 0).any():
-        cols = np.where((flat < 0)[None, :, :, None], Q0, cols)
+    out_sp, flat, S = _conv_windows(x, w, stride, padding, dilation)
+    O, K = flat.shape
+    cols = _im2col(x, flat, S)
     G = groups
     OCg = OC // G
     wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                        # (OC, K, Cg)
@@ -201,13 +210,8 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     N, C = x.shape[:2]
     sp = x.shape[2:]
     OC, Cg = w.shape[:2]
-    ks = w.shape[2:]
-    if isinstance(padding, str):
-        raise NotModelled(f"padding={padding!r}")
-    out_sp, idx = sliding(sp, ks, stride, padding, dilation)
-    O, K = idx.reshape(-1, idx.shape[-1]).shape
-    S = int(np.prod(sp, dtype=np.int64))
-    flat = idx.reshape(O, K)
+    out_sp, flat, S = _conv_windows(x, w, stride, padding, dilation)
+    O, K = flat.shape
     B = cot.shape[0]
     G = groups
     OCg = OC // G
@@ -231,10 +235,7 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     if want_w:
         if G != 1:
             raise NotModelled("the derivative of a grouped convolution with respect to its weights")
-        xt = x.reshape(N, C, S).transpose(0, 2, 1)
-        cols = xt[:, np.where(flat >= 0, flat, 0), :]
-        if (flat < 0).any():
-            cols = np.where((flat < 0)[None, :, :, None], Q0, cols)
+        cols = _im2col(x, flat, S)
         cb = cot.reshape(B, N, OC, O).transpose(0, 2, 1, 3).reshape(B * OC, N * O)
         gwk = matmul(cb, cols.reshape(N * O, K * C)).reshape(B, OC, K, C)
         gw = obj(gwk.transpose(0, 1, 3, 2).reshape((B,) + tuple(w.shape)))

@@ -255,23 +255,31 @@ def _summarize(rep):
 
 
 _INITIALISED = False
+_THREADS: set = set()
 
 
 def _worker_init():
     """Once per worker process (local or Dask): one thread, and the checker imported, before
     the worker counts as ready (so that checks/s excludes start-up for both engines alike)."""
     global _INITIALISED
-    if _INITIALISED:
+    import threading
+
+    me = threading.get_ident()
+    if _INITIALISED and me in _THREADS:
         return
-    _INITIALISED = True
     # one thread per worker: the workers are the parallelism (BLAS threads would oversubscribe)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
 
+    # per thread: OpenMP's thread count belongs to the calling thread, and a Dask worker runs its
+    # tasks in a pool thread, not in the thread that imported torch (1.7x slower checks otherwise)
     torch.set_num_threads(1)
-    import mtcheck.checker  # noqa: F401
-    import mtcheck.corpus  # noqa: F401
+    _THREADS.add(me)
+    if not _INITIALISED:
+        import mtcheck.checker  # noqa: F401
+        import mtcheck.corpus  # noqa: F401
+    _INITIALISED = True
 
 
 def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: False):

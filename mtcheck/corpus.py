@@ -433,6 +433,8 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
                                  framework_jacobian=getattr(report, "framework_jacobian", None))
         except (ProgramError, CheckInputError) as e:
             origin["traced"] = f"not stored: {e}"
+        except Exception as e:  # noqa: BLE001 - a finding is never lost for want of its traced copy
+            origin["traced"] = f"not stored: {type(e).__name__}: {e}"
     if prog["kind"] == "traced" and prog_traced is None:
         raise CheckInputError(f"cannot record the program as a traced program ({origin.get('traced')})")
     return Case(program=prog, inputs=inputs, dtype=_dtype_name(dtype), expected=expectation(report),

@@ -115,7 +115,7 @@ def _case_card(path: Path, case, res, plot_uri: str | None, plot_note: str) -> s
    <h3 style="font-size:14px">witness</h3>{wit_html}
    <p class=small>replay: {detail}</p>
    <p class=small>case <code>{_e(path.name)}</code>{f', found {count} time(s)' if count else ''}
-     {(', ' + _e(origin.get('target') or origin.get('test') or '')) if origin else ''}</p>
+     {(', from ' + _e(origin.get('target') or origin.get('test'))) if origin.get('target') or origin.get('test') else ''}</p>
   </div>
   <div>{img}</div>
  </div>
@@ -132,7 +132,8 @@ def _stats_section(stats_path: Path, tmp: Path) -> str:
             ("findings", len(st.get("findings") or [])), ("workers", st.get("workers", "-")),
             ("engine", st.get("engine", "local")), ("elapsed (s)", st.get("elapsed_s")),
             ("verdicts", ", ".join(f"{k} {v}" for k, v in (st.get("verdicts") or {}).items()))]
-    table = "<table>" + "".join(f"<tr><th>{_e(a)}</th><td>{_e(b)}</td></tr>" for a, b in rows) + "</table>"
+    table = "<table>" + "".join(f"<tr><th>{_e(a)}</th><td>{_e('-' if b is None else b)}</td></tr>"
+                                for a, b in rows) + "</table>"
     hist = [h for h in st.get("history") or [] if isinstance(h, dict) and "time" in h]
     if len(hist) < 2:
         return table + "<p class=small>no time series yet (stats.json keeps one point every few seconds)</p>"

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 FORMAT = 1
 _OP_RE = re.compile(r"^aten\.([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -518,7 +517,7 @@ def jacobian(fn, inputs, wrt):
     m = sum(o.numel() for o in outs)
     rows = []
     for k in range(m):
-        cots, off, pairs = [], 0, []
+        off, pairs = 0, []
         for o in outs:
             c = torch.zeros(o.numel(), dtype=o.dtype)
             if off <= k < off + o.numel():

@@ -349,6 +349,12 @@ def trace(fn, leaves) -> Trace:
         else:
             refs.append(None)
             tensors.append(None)
+    floats = [t for t in tensors if t is not None and t.is_floating_point()]
+    if floats and not any(t.numel() for t in floats):
+        from .errors import CheckInputError
+
+        raise CheckInputError(f"the program's output is empty (shape {tuple(floats[0].shape)}); there is no "
+                              "gradient to check")
     for t in tensors:
         if t is not None and t.is_floating_point() and t.numel() and not torch.isfinite(t).all():
             from .errors import NonFiniteError

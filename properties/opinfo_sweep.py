@@ -543,6 +543,23 @@ def summarise(rows) -> dict:
             "by_status": by, "findings": sum(len(r.get("findings", [])) for r in rows)}
 
 
+_NO_EXACT_MODEL = ("irrational values", "discontinuous", "random", "complex", "CUDA only", "PyTorch has no derivative")
+
+
+def scope_line(res) -> str:
+    """The same figure over the ops an exact verdict can exist for (not irrational, discontinuous,
+    random, complex, CUDA-only, or without a PyTorch derivative)."""
+    from mtcheck.catalogue import sweep_rows
+
+    rows = {r["op"]: r for r in sweep_rows(res)}
+    ops = [r for r in res["ops"] if r.get("has_float_sample")]
+    out = [r for r in ops if r["status"] != "decided" and rows[r["op"]]["reason"].startswith(_NO_EXACT_MODEL)]
+    n = len(ops) - len(out)
+    d = sum(1 for r in ops if r["status"] == "decided")
+    return (f"of the {n} ops that can have an exact verdict, {d} decided ({100.0 * d / n:.1f}%); "
+            f"{len(out)} have none (irrational, discontinuous, random, complex, ...)") if n else ""
+
+
 def summary_line(res) -> str:
     s = res["summary"]
     return (f"decided {s['decided']}/{s['with_float_sample']} ops ({s['decided_pct']}%), "
@@ -600,6 +617,8 @@ def main(argv=None) -> int:
         if r.get("crashes"):
             print(f"INTERNAL CRASH {r['op']}: {r['reason']}", file=sys.stderr)
     print(summary_line(res) + f"  [{res['seconds']} s, results in {a.output}]")
+    if not a.quiet:
+        print(scope_line(res))
     return 1 if res["summary"]["internal_crashes"] else 0
 
 

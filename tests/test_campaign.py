@@ -26,8 +26,10 @@ def test_campaign_finds_saves_and_replays_a_planted_bug(tmp_path):
     cases = sorted(corpus.glob("case-*.json"))
     assert len(cases) == 1
     assert "NOT_ASSOCIATED" in r.stdout or "SMOOTH_WRONG" in r.stdout
+    assert cases[0].with_suffix(".png").read_bytes()[:4] == b"\x89PNG"     # the finding's picture
     stats = json.loads((corpus / "stats.json").read_text())
     assert stats["findings"] and stats["checks"] >= 1
+    assert stats["history"] and {"time", "checks", "checks_per_s", "strata", "findings"} <= set(stats["history"][-1])
     rr = run_cli("replay", str(corpus))
     assert rr.returncode == 0, rr.stdout + rr.stderr
     assert "1 reproduce, 0 changed" in rr.stdout

@@ -110,3 +110,11 @@ def test_clamp_with_an_infinite_bound_is_a_documented_refusal():
     with pytest.raises(mtcheck.UnsupportedOpError) as e:
         mtcheck.check(lambda x: torch.clamp(x, max=float("inf")), v(0, 1, 2))
     assert "non-finite scalar" in str(e.value)
+
+
+def test_empty_output_is_a_documented_error():
+    """ValueError in the reverse pass: a program whose output has no element (mm with an empty
+    second operand, repeat(0)), found by the sweep on mm, nn.functional.linear, repeat."""
+    for f in (lambda a: torch.mm(a, torch.empty(3, 0, dtype=D)), lambda a: a.repeat(0, 1)):
+        with pytest.raises(mtcheck.CheckInputError, match="output is empty"):
+            mtcheck.check(f, v(1, 2, 0, 1, 1, 1, shape=(2, 3)))

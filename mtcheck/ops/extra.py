@@ -1,11 +1,15 @@
 """Rational and piecewise-affine ops refused before issue 11, one rule per op.
 
 Products and quotients (addcmul, addcdiv, addr, cumprod, prod, reciprocal, cross, var,
-mse_loss, det/inv/solve and the Cholesky solves), reductions with cases (aminmax), copies
-(copy_, nan_to_num), boolean outcomes whose cases are comparisons with 0 or between
-elements (nonzero, count_nonzero, isin, equal, in-place logical ops), and the ops that are
-discontinuous (hardshrink, mode, frexp, ...) or irrational (the transcendental functions
-OpInfo lists) refused with the reason a user needs.
+mse_loss, det/inv/solve, triangular and LU solves, the Cholesky solves), reductions with cases
+(aminmax, scatter_reduce/index_reduce with sum/prod/mean/amax/amin, multilabel_margin_loss),
+transposed convolution, copies (copy_, nan_to_num), boolean outcomes whose cases are
+comparisons with 0 or between elements (nonzero, count_nonzero, isin, equal, in-place logical
+ops), and the ops that are discontinuous (hardshrink, mode, frexp, pivoted factorizations, ...),
+random, or irrational (the transcendental functions OpInfo lists) refused with the reason a
+user needs. Where another module already models other variants of an op (scatter_reduce's
+amax/amin, embedding_bag's max mode, the non-transposed convolution), :class:`_Variants`
+routes each call to the right rule.
 
 Tangents have a leading batch dimension B; on the verified-float fast path they are
 :class:`~mtcheck._fastfloat.FT` arrays, and the rules below only use the operations that
@@ -20,7 +24,7 @@ import numpy as np
 
 from . import Ctx, Disc, NotLipschitz, NotModelled, Rule, reject
 from .._exact import Q0, Q1, as_exact, from_tensor, matmul, q, zeros
-from ._util import add_t, bcast_index, bcast_tangent, exact_scalar, shape_of, tan
+from ._util import add_t, bcast_tangent, exact_scalar, shape_of, tan
 
 
 def register_new(*names):

@@ -11,16 +11,19 @@ Two generic rules, each modelling many ATen ops exactly:
   :mod:`mtcheck.ops.index`, but the 0 marker allows constants and float64 covers ops
   that have no integer kernel. A result that is not such an index (the op computed
   something) is refused.
-* :class:`LinearByBasis`: ops that are linear in their floating-point arguments jointly
+* :class:`LinearByBasis`: ops that are affine in their floating-point arguments jointly
   (``index_add``, ``scatter_add``, ``index_put(accumulate=True)``, linear/bilinear/bicubic
-  upsampling, ``scatter_reduce`` with sum/mean, ``embedding_bag`` sum/mean, backward ops
-  of pooling and dropout, ...). Each column of the op's matrix is the op applied by the
-  framework to a one-hot float64 input: the coefficient the kernel itself uses (a weight
-  times 1, plus zeros, is exact). The forward is that exact matrix times the exact inputs,
-  the tangent the matrix times the tangents. The framework's float output is compared with
-  the matrix product as a safety net: an op that is not linear is refused. Coefficients
-  that are not short dyadic numbers (1/3 rounded) are the float64 values the kernel uses:
-  the report says so and compares with the float tolerance.
+  upsampling, ``trace``, ``embedding_bag`` sum/mean, backward ops of pooling and dropout, ...),
+  or in each one with the others fixed (multilinear: ``_trilinear``, ``embedding_bag`` with
+  per-sample weights; the derivative is then the sum of the partial maps), or in the first
+  one only (``nll_loss``: its weights divide; a tangent on them is refused). Each column of
+  a map is the op applied by the framework to a one-hot float64 input: the coefficient the
+  kernel itself uses (a weight times 1, plus zeros, is exact). The forward is that exact map
+  applied to the exact inputs, the tangent the map applied to the tangents. The framework's
+  float output is compared with the map at the actual values and at a fixed pseudo-random
+  point as a safety net: an op that is not affine is refused. Coefficients that are not short
+  dyadic numbers (1/3 rounded) are the float64 values the kernel uses: the report says so and
+  compares with the float tolerance.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import NotModelled, Rule, register
-from .._exact import Q0, as_exact, from_floats, matmul, q
+from .._exact import Q0, from_floats, matmul
 from ._util import exact_scalar, tensor_leaves
 
 
@@ -247,7 +250,8 @@ _LINEAR = (
     "aten.cumulative_trapezoid.dx", "aten.trapezoid.dx", "aten.trapz.dx",
     "aten.deg2rad.default", "aten.rad2deg.default", "aten.sum_to_size.default",
     "aten.col2im.default", "aten.nll_loss_forward.default", "aten.nll_loss2d_forward.default",
-    "aten._trilinear.default", "aten.embedding_dense_backward.default", "aten.select_backward.default", "aten.slice_backward.default",
+    "aten._trilinear.default", "aten.embedding_dense_backward.default", "aten.select_backward.default",
+    "aten.slice_backward.default",
     "aten.reflection_pad1d_backward.default", "aten.reflection_pad2d_backward.default",
     "aten.replication_pad1d_backward.default", "aten.replication_pad2d_backward.default",
     "aten.upsample_nearest1d_backward.default", "aten.upsample_nearest2d_backward.default",
@@ -412,8 +416,9 @@ class LinearByBasis(Rule):
             if not live:
                 continue
             B = live[0].shape[0]
-            T = np.concatenate([(vals[j][1] if vals[j][1] is not None else
-                                 zeros_t(B, vals[j][0].shape, like=live[0])).reshape(B, -1) for j in part["lin"]], axis=1)
+            T = np.concatenate([(vals[j][1] if vals[j][1] is not None
+                                 else zeros_t(B, vals[j][0].shape, like=live[0])).reshape(B, -1)
+                                for j in part["lin"]], axis=1)
             if isinstance(T, FT):
                 from .._fastfloat import matmul as fmatmul, wrap
 

@@ -4,6 +4,8 @@ Public API::
 
     report = mtcheck.check(fn, *inputs)      # -> Report with .verdict (a Verdict)
     mtcheck.assert_gradient_ok(fn, *inputs)  # raises MtcheckError on a non-passing verdict
+    mtcheck.check(net, x, wrt="parameters")  # the gradient with respect to the parameters
+    mtcheck.check(loss_fn, model=net, batch=(x, y))   # a loss on a batch, w.r.t. the parameters
 """
 
 from __future__ import annotations

@@ -121,6 +121,10 @@ def sign(a) -> np.ndarray:
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact product of two 2-D object arrays."""
+    if _is_mod(a) or _is_mod(b):
+        from ._fixed import mod_matmul2d
+
+        return mod_matmul2d(a, b)
     if _is_fx(a) or _is_fx(b):
         from ._fixed import matmul2d as _xm
 
@@ -168,7 +172,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         from ._support import matmul as _dm
 
         return _dm(a, b)
-    if not (_is_fx(a) or _is_fx(b)):
+    if not (_is_fx(a) or _is_fx(b) or _is_mod(a) or _is_mod(b)):
         a = np.asarray(a, dtype=object)
         b = np.asarray(b, dtype=object)
     squeeze_a = squeeze_b = False
@@ -188,7 +192,9 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a2 = np.broadcast_to(a, batch + a.shape[-2:])
         b2 = np.broadcast_to(b, batch + b.shape[-2:])
         parts = [matmul2d(a2[idx], b2[idx]) for idx in np.ndindex(*batch)]
-        if parts and _is_fx(parts[0]):
+        if parts and _is_mod(parts[0]):
+            out = np.stack(parts).reshape(batch + parts[0].shape)
+        elif parts and _is_fx(parts[0]):
             from ._fixed import wrap
 
             e = max(p.e for p in parts)
@@ -210,6 +216,12 @@ def _is_dep(a) -> bool:
     from ._support import Dep
 
     return isinstance(a, Dep)
+
+
+def _is_mod(a) -> bool:
+    from ._fixed import Mod
+
+    return isinstance(a, Mod)
 
 
 def _is_fx(a) -> bool:

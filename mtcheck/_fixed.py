@@ -116,7 +116,7 @@ def from_exact(a: np.ndarray) -> "Fx":
     ints = np.empty(len(flat), dtype=object)
     ints[:] = [flint.fmpz(n) << (E - e) for n, e in pairs]
     out = wrap(ints.reshape(a.shape), E)
-    if a.size >= 256:
+    if a.size >= 64:
         if len(_CACHE) > 512:
             _CACHE.clear()
         _CACHE[id(a)] = (a, out)
@@ -298,3 +298,376 @@ class Fx(np.ndarray):
 
     def __reduce__(self):  # pragma: no cover - never pickled
         raise TypeError("Fx arrays are not picklable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Modular images of fixed point: the same numbers modulo one word-size prime.
+#
+# A :class:`Mod` holds residues (int64, in [0, p)) of the integers of a fixed-point array, its
+# exponent ``e`` and a proven bound ``bits`` (every integer has |int| < 2**bits). Derivative
+# passes run once per prime in numpy (no Python object per entry); the integers are then
+# reconstructed by the Chinese remainder theorem from enough primes for the bound: the result is
+# exact, because the bound is propagated through every operation (sums add a bit, products add
+# the operands' bits, a matrix product adds log2 of its inner dimension). Anything Mod cannot do
+# exactly (a comparison, a non-dyadic constant, an unknown numpy function) raises NotModular and
+# the caller uses Fx.
+
+class NotModular(NotDyadic):
+    """An operation modular arithmetic cannot do exactly (a comparison, an unknown function)."""
+
+
+def _primes(count: int, below: int = 1 << 20) -> list:
+    out, v = [], below - 1
+    while len(out) < count:
+        if flint.fmpz(v).is_prime():
+            out.append(v)
+        v -= 2
+    return out
+
+
+MOD_PRIMES = _primes(160)          # p < 2**20: products < 2**40, float64 BLAS sums of 2**13 terms are exact
+_BLAS_K = 1 << 13
+_FLOAT_SOURCE: dict = {}           # id(exact constant) -> (the array, its float64 values)
+_MOD_CACHE: dict = {}              # (id(exact constant), p) -> (the array, its Mod)
+
+
+def remember_floats(exact: np.ndarray, floats: np.ndarray) -> None:
+    """Record the float64 values an exact constant was converted from (for vectorized residues)."""
+    if exact.dtype == object and exact.size >= 64:
+        if len(_FLOAT_SOURCE) > 1024:
+            _FLOAT_SOURCE.clear()
+            _MOD_CACHE.clear()
+        _FLOAT_SOURCE[id(exact)] = (exact, np.asarray(floats, dtype=np.float64))
+
+
+def _pow2_table(p: int, k: int) -> np.ndarray:
+    t = np.empty(k + 1, dtype=np.int64)
+    v = 1
+    for i in range(k + 1):
+        t[i] = v
+        v = (v * 2) % p
+    return t
+
+
+def _bits_of(n: int) -> int:
+    return abs(int(n)).bit_length()
+
+
+def mod_wrap(res, p: int, e: int, bits: int) -> "Mod":
+    out = np.asarray(res, dtype=np.int64).view(Mod)
+    out.p, out.e, out.bits = int(p), int(e), int(bits)
+    return out
+
+
+def _mod_from_floats(f: np.ndarray, p: int) -> "Mod":
+    f = np.asarray(f, dtype=np.float64)
+    if not np.isfinite(f).all():
+        raise NotModular("non-finite value")
+    m, ex = np.frexp(f)
+    mant = (m * 2.0 ** 53).astype(np.int64)
+    ex = ex.astype(np.int64) - 53
+    nz = mant != 0
+    if not nz.any():
+        return mod_wrap(np.zeros(f.shape, dtype=np.int64), p, 0, 0)
+    E = max(int(-ex[nz].min()), 0)
+    sh = np.where(nz, ex + E, 0)                       # >= 0 where nonzero
+    if (sh < 0).any():                                 # pragma: no cover - E makes every shift >= 0
+        raise NotModular("negative shift")
+    table = _pow2_table(p, int(sh.max()))
+    res = ((mant % p) * table[sh]) % p
+    bits = int(sh[nz].max()) + 54
+    return mod_wrap(res.reshape(f.shape), p, E, bits)
+
+
+def to_mod(x, p: int):
+    """An exact operand (Mod, Fx, fmpq/int object array, bool/int array, scalar) modulo ``p``:
+    (residues: int64 array or int, exponent, bits)."""
+    if isinstance(x, Mod):
+        if x.p != p:
+            raise NotModular("residues modulo two different primes")
+        return x.view(np.ndarray), x.e, x.bits
+    if isinstance(x, Fx):
+        ints = x.view(np.ndarray)
+        if not ints.size:
+            return np.zeros(ints.shape, dtype=np.int64), x.e, 0
+        return np.asarray(ints % p, dtype=np.int64).reshape(ints.shape), x.e, _bits_of(int(np.abs(ints).max()))
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            hit = _MOD_CACHE.get((id(x), p))
+            if hit is not None and hit[0] is x:
+                m = hit[1]
+                return m.view(np.ndarray), m.e, m.bits
+            src = _FLOAT_SOURCE.get(id(x))
+            if src is not None and src[0] is x:
+                m = _mod_from_floats(src[1], p)
+            else:
+                flat = x.ravel().tolist()
+                if flat and not all(isinstance(v, (flint.fmpq, flint.fmpz, int)) and not isinstance(v, bool)
+                                    for v in flat):
+                    # a plain object array of numpy integers is a leaked residue array: refuse it
+                    raise NotModular("an object array that is not exact rationals")
+                fx = from_exact(x)                      # once per array (cached), then C loops per prime
+                ints = fx.view(np.ndarray)
+                bits = _bits_of(int(np.abs(ints).max())) if ints.size else 0
+                res = np.asarray(ints % p, dtype=np.int64).reshape(x.shape) if ints.size else \
+                    np.zeros(x.shape, dtype=np.int64)
+                m = mod_wrap(res, p, fx.e, bits)
+            if x.size >= 64:
+                if len(_MOD_CACHE) > 4096:
+                    _MOD_CACHE.clear()
+                _MOD_CACHE[(id(x), p)] = (x, m)
+            return m.view(np.ndarray), m.e, m.bits
+        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
+            v = x.astype(np.int64)
+            return v % p, 0, int(np.abs(v).max()).bit_length() if v.size else 0
+        if np.issubdtype(x.dtype, np.floating):
+            m = _mod_from_floats(x, p)
+            return m.view(np.ndarray), m.e, m.bits
+        raise NotModular(f"dtype {x.dtype}")
+    n, e = _dyadic(x)
+    return n % p, e, _bits_of(n)
+
+
+def _mod_align(items, p):
+    """Operands at one exponent: (residue arrays/ints, e, bits of the largest after the shift)."""
+    lifted = [to_mod(v, p) for v in items]
+    E = max(e for _, e, _ in lifted)
+    out, bits = [], 0
+    for r, e, b in lifted:
+        k = E - e
+        if k:
+            r = (r * pow(2, k, p)) % p
+        out.append(r)
+        bits = max(bits, b + k)
+    return out, E, bits
+
+
+def _multiplicity(idx, shape, vals) -> int:
+    """How many of the values ``add.at`` may add into one target entry (an upper bound)."""
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    arrays = [np.asarray(a) for a in parts if not isinstance(a, slice) and a is not None and a is not Ellipsis]
+    if len(arrays) == 1 and arrays[0].dtype != bool and arrays[0].size:
+        a = arrays[0].ravel()
+        return int(np.bincount(a - a.min()).max())
+    return int(np.size(vals)) if isinstance(vals, np.ndarray) else 1 << 62
+
+
+def _clog2(n: int) -> int:
+    return max(int(n) - 1, 0).bit_length()
+
+
+def mod_matmul2d(a, b, p=None) -> "Mod":
+    """Exact residues of a 2-D product (float64 BLAS on residues < 2**20, in blocks of 2**13)."""
+    if p is None:
+        p = (a if isinstance(a, Mod) else b).p
+    (ra, ea, ba), (rb, eb, bb) = to_mod(a, p), to_mod(b, p)
+    r, k = ra.shape
+    k2, c = rb.shape
+    assert k == k2, (ra.shape, rb.shape)
+    fa, fb = ra.astype(np.float64), rb.astype(np.float64)
+    if k <= _BLAS_K:
+        acc = np.dot(fa, fb).astype(np.int64) % p
+    else:
+        acc = np.zeros((r, c), dtype=np.int64)
+        for s in range(0, k, _BLAS_K):
+            part = np.dot(fa[:, s:s + _BLAS_K], fb[s:s + _BLAS_K])
+            acc = (acc + part.astype(np.int64) % p) % p
+    return mod_wrap(acc, p, ea + eb, ba + bb + _clog2(max(k, 1)))
+
+
+_MOD_REDUCE = {np.sum, np.cumsum}
+
+
+class Mod(np.ndarray):
+    """Residues modulo ``p`` of fixed-point integers, exponent ``e``, |ints| < 2**bits."""
+
+    p: int = 2
+    e: int = 0
+    bits: int = 0
+
+    def __array_finalize__(self, obj):
+        self.p = getattr(obj, "p", 2)
+        self.e = getattr(obj, "e", 0)
+        self.bits = getattr(obj, "bits", 0)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        p = self.p
+        if method == "at":
+            if ufunc is not np.add and ufunc is not np.subtract:
+                raise NotModular(f"{ufunc.__name__}.at")
+            target, idx = inputs[0], inputs[1]
+            if not isinstance(target, Mod):
+                raise NotModular("add.at into an array that is not modular")
+            vals, e, b = to_mod(inputs[2], p)
+            if e > target.e:
+                target.rescale(e)
+            elif e < target.e:
+                vals = (vals * pow(2, target.e - e, p)) % p
+                b += target.e - e
+            count = _multiplicity(idx, target.shape, vals)
+            plain = target.view(np.ndarray)
+            vals = vals if ufunc is np.add else (p - vals) % p
+            # scatter-add by bincount: float64 sums of residues < 2**20 are exact up to 2**33 terms
+            where = np.arange(plain.size, dtype=np.int64).reshape(plain.shape)[idx]
+            w = np.broadcast_to(np.asarray(vals, dtype=np.float64), where.shape)
+            add = np.bincount(where.ravel(), weights=w.ravel(), minlength=plain.size)
+            plain += (add.astype(np.int64) % p).reshape(plain.shape)
+            plain %= p
+            target.bits = max(target.bits, b) + _clog2(count + 1)
+            return None
+        if kwargs.get("out") is not None:
+            raise NotModular("in-place ufunc")
+        if method == "reduce" and ufunc is np.add:
+            a, e, b = to_mod(inputs[0], p)
+            axis = kwargs.get("axis", 0)
+            n = a.shape[axis] if axis is not None else a.size
+            return mod_wrap(np.add.reduce(a, **kwargs) % p, p, e, b + _clog2(max(n, 1)))
+        if method != "__call__":
+            raise NotModular(f"{ufunc.__name__}.{method}")
+        if ufunc in (np.add, np.subtract):
+            (a, c), e, b = _mod_align(inputs, p)
+            r = (a + c) % p if ufunc is np.add else (a - c) % p
+            return mod_wrap(r, p, e, b + 1)
+        if ufunc is np.multiply:
+            (a, ea, ba), (c, ec, bc) = to_mod(inputs[0], p), to_mod(inputs[1], p)
+            return mod_wrap((np.asarray(a, dtype=np.int64) * c) % p, p, ea + ec, ba + bc)
+        if ufunc is np.negative:
+            a, e, b = to_mod(inputs[0], p)
+            return mod_wrap((-np.asarray(a, dtype=np.int64)) % p, p, e, b)
+        if ufunc is np.positive:
+            a, e, b = to_mod(inputs[0], p)
+            return mod_wrap(np.asarray(a, dtype=np.int64), p, e, b)
+        raise NotModular(f"ufunc {ufunc.__name__} on residues")
+
+    def __array_function__(self, func, types, args, kwargs):
+        p = self.p
+        if func in _MOVE and func is not np.result_type:
+            mods = [a for a in _flat_args(args) if isinstance(a, Mod)]
+            res = func(*[a.view(np.ndarray) if isinstance(a, Mod) else a for a in args], **kwargs)
+            if isinstance(res, np.ndarray) and res.dtype == np.int64:
+                return mod_wrap(res, p, mods[0].e, mods[0].bits)
+            return res
+        if func is np.where:
+            cond, rest = args[0], list(args[1:])
+            items, e, b = _mod_align(rest, p)
+            return mod_wrap(np.where(cond.view(np.ndarray) if isinstance(cond, np.ndarray) else cond, *items),
+                            p, e, b)
+        if func in (np.concatenate, np.stack):
+            items, e, b = _mod_align(list(args[0]), p)
+            items = [np.asarray(v, dtype=np.int64) for v in items]
+            return mod_wrap(func(items, *args[1:], **kwargs), p, e, b)
+        if func is np.sum:
+            a, e, b = to_mod(args[0], p)
+            axis = kwargs.get("axis", args[1] if len(args) > 1 else None)
+            if axis is None:
+                n = a.size
+            else:
+                axes = axis if isinstance(axis, tuple) else (axis,)
+                n = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
+            r = np.asarray(np.sum(a, *args[1:], **kwargs), dtype=np.int64) % p
+            return mod_wrap(r, p, e, b + _clog2(max(n, 1)))
+        if func is np.cumsum:
+            a, e, b = to_mod(args[0], p)
+            axis = kwargs.get("axis", args[1] if len(args) > 1 else None)
+            n = a.size if axis is None else a.shape[axis]
+            return mod_wrap(np.cumsum(a, *args[1:], **kwargs) % p, p, e, b + _clog2(max(n, 1)))
+        if func is np.matmul:
+            from ._exact import matmul
+
+            return matmul(args[0], args[1])
+        raise NotModular(f"numpy function {getattr(func, '__name__', func)} on residues")
+
+    def rescale(self, e: int) -> None:
+        if e > self.e:
+            plain = self.view(np.ndarray)
+            plain[...] = (plain * pow(2, e - self.e, self.p)) % self.p
+            self.bits += e - self.e
+            self.e = e
+
+    def __setitem__(self, key, value):
+        vals, e, b = to_mod(value, self.p)
+        if e > self.e:
+            self.rescale(e)
+        elif e < self.e:
+            vals = (vals * pow(2, self.e - e, self.p)) % self.p
+            b += self.e - e
+        self.view(np.ndarray)[key] = vals
+        self.bits = max(self.bits, b)
+
+    def sum(self, axis=None, keepdims=False, **kw):
+        return np.sum(self, axis=axis, keepdims=keepdims)
+
+    def copy(self, order="C"):
+        return mod_wrap(self.view(np.ndarray).copy(order), self.p, self.e, self.bits)
+
+    def __reduce__(self):  # pragma: no cover - never pickled
+        raise TypeError("Mod arrays are not picklable")
+
+
+def _flat_args(args):
+    out = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            out.extend(_flat_args(a))
+        else:
+            out.append(a)
+    return out
+
+
+def mod_zeros(shape, like: "Mod") -> "Mod":
+    return mod_wrap(np.zeros(shape, dtype=np.int64), like.p, like.e, 0)
+
+
+def primes_for(bits: int) -> int:
+    """How many of MOD_PRIMES make a modulus above 2**(bits + 1) (room for the sign)."""
+    need, have, k = bits + 2, 0.0, 0
+    import math
+
+    while have < need:
+        if k >= len(MOD_PRIMES):
+            raise NotModular(f"integers of {bits} bits need more than {len(MOD_PRIMES)} primes")
+        have += math.log2(MOD_PRIMES[k])
+        k += 1
+    return k
+
+
+def crt(parts: list, cols=None) -> "Fx":
+    """The exact Fx from its images modulo the first len(parts) primes, optionally only the last
+    axis' entries ``cols``: Garner's mixed-radix digits in int64, grouped three primes to a
+    digit (< 2**60), then Horner in Python integers. All parts share one exponent and bound."""
+    ps = [m.p for m in parts]
+    e = parts[0].e
+    if any(m.e != e for m in parts):
+        raise NotModular("images with different exponents")   # pragma: no cover - passes are identical
+    res = [m.view(np.ndarray) if cols is None else m.view(np.ndarray)[..., cols] for m in parts]
+    shape = res[0].shape
+    digits = []
+    for i, r in enumerate(res):
+        t = r.astype(np.int64) % ps[i]
+        for j in range(i):
+            t = ((t - digits[j]) % ps[i] * pow(ps[j], -1, ps[i])) % ps[i]
+        digits.append(t)
+    # x = d0 + p0 (d1 + p1 (d2 + ...)): fold each group of three digits into one int64 digit
+    groups, radices = [], []
+    for g in range(0, len(ps), 3):
+        d = digits[g:g + 3]
+        q_ = ps[g:g + 3]
+        v = d[-1].copy()
+        for k in range(len(d) - 2, -1, -1):
+            v = v * q_[k] + d[k]
+        groups.append(v)
+        r = 1
+        for v_ in q_:
+            r *= v_
+        radices.append(r)
+    x = groups[-1].astype(object)
+    for g in range(len(groups) - 2, -1, -1):
+        x = x * radices[g] + groups[g].astype(object)
+    M = 1
+    for v in ps:
+        M *= v
+    x = np.asarray(x, dtype=object).reshape(shape)
+    neg = x > M // 2
+    if neg.any():
+        x = np.where(neg, x - M, x)
+    return wrap(np.asarray(x, dtype=object).reshape(shape), e)

@@ -101,9 +101,9 @@ def _seeds_one_hot(ties: Ties, start: int, count: int):
         lo, hi = max(start - off, 0), min(start + count - off, L)
         if lo < hi:
             w = np.zeros((count, L), dtype=np.int64)
-            for j in range(lo, hi):
-                w[off + j - start, j] = 1
-            seeds.append((ni, d, w.astype(object)))
+            j = np.arange(lo, hi)
+            w[off + j - start, j] = 1
+            seeds.append((ni, d, w))
         off += L
     return seeds
 
@@ -134,6 +134,188 @@ def tie_rows(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | No
             rows.append(np.asarray(r, dtype=object))
         off += L
     return np.concatenate(rows, axis=0)
+
+
+# ----------------------------------------------------------------------------- exact matrices
+
+@dataclass
+class QMat:
+    """An exact rational matrix as integers over one common denominator: ``ints / den``.
+
+    The decision works on this form: J_S and tie rows come from the engine as fixed point
+    (``den = 2**e``), so nothing is converted entry by entry into rationals, norms are integer
+    sums, and the certificate's encoding is the integers themselves."""
+
+    ints: np.ndarray        # object array of Python ints (or fmpz)
+    den: int
+
+    @classmethod
+    def of(cls, a) -> "QMat":
+        from ._fixed import Fx
+
+        if isinstance(a, QMat):
+            return a
+        if isinstance(a, Fx):
+            return cls(a.view(np.ndarray), 1 << a.e)
+        a = np.asarray(a)
+        if a.dtype != object:
+            return cls.of_floats(a)
+        ints, den = to_ints(a)
+        return cls(ints, den)
+
+    @classmethod
+    def of_floats(cls, a) -> "QMat":
+        from ._fixed import from_floats as fx
+
+        f = fx(np.asarray(a, dtype=np.float64))
+        return cls(f.view(np.ndarray), 1 << f.e)
+
+    @property
+    def shape(self):
+        return self.ints.shape
+
+    def __getitem__(self, key) -> "QMat":
+        return QMat(self.ints[key], self.den)
+
+    def __sub__(self, other: "QMat") -> "QMat":
+        L = self.den * other.den // math.gcd(self.den, other.den)
+        a = self.ints if L == self.den else self.ints * (L // self.den)
+        b = other.ints if L == other.den else other.ints * (L // other.den)
+        return QMat(np.asarray(a - b, dtype=object), L)
+
+    def floats(self) -> np.ndarray:
+        try:
+            f = self.ints.astype(np.float64)
+            if self.den & (self.den - 1) == 0:
+                return np.ldexp(f, -(self.den.bit_length() - 1))
+            return f / float(self.den)
+        except OverflowError:
+            return np.array([float(Fraction(int(v), self.den)) for v in self.ints.ravel().tolist()],
+                            dtype=np.float64).reshape(self.shape)
+
+    def exact(self) -> np.ndarray:
+        """fmpq objects (for the few places that need rationals)."""
+        d = flint.fmpz(self.den)
+        out = np.empty(self.ints.size, dtype=object)
+        out[:] = [flint.fmpq(int(v), d) for v in self.ints.ravel().tolist()]
+        return out.reshape(self.shape)
+
+    def row_l1(self) -> list:
+        """||row||_1 of every row, exactly (Fractions)."""
+        if self.ints.shape[1] == 0:
+            return [Fraction(0)] * self.ints.shape[0]
+        sums = np.abs(self.ints).sum(axis=1)
+        return [Fraction(int(v), self.den) for v in sums.tolist()]
+
+    def row_nonzero(self) -> np.ndarray:
+        if not self.ints.size:
+            return np.zeros(self.ints.shape[0], dtype=bool)
+        return np.asarray(self.ints != 0, dtype=bool).any(axis=1)
+
+    def encode(self) -> dict:
+        flat = self.ints.ravel().tolist()
+        if not all(type(v) is int for v in flat):
+            flat = [int(v) for v in flat]
+        d = {"den": int(self.den), "num": flat}
+        if self.ints.ndim == 2:
+            d = {"shape": [int(self.ints.shape[0]), int(self.ints.shape[1])], **d}
+        return d
+
+
+class TieMatrix:
+    """The tie rows of a check, as residues first, exact only where a certificate needs them.
+
+    ``residues()`` are the images of the integer rows (each row times one positive power of two,
+    so the same row space) modulo a word-size prime: one numpy reverse pass; they *find* pivots and
+    nonzero rows, and prove nothing. ``rows`` (a few rows: a fixed-point pass on those rows only),
+    ``columns`` (the support of a witness) and ``full`` are exact (:class:`QMat`), from the images
+    modulo enough primes for the proven bound, reconstructed by the Chinese remainder theorem."""
+
+    def __init__(self, model=None, ev=None, wrt=None, seeds=None, B=0, exact=None):
+        self._m, self._ev, self._wrt, self._seeds, self._B = model, ev, wrt, seeds, B
+        self._first = None
+        self._parts = None
+        self._full = None if exact is None else QMat.of(exact)
+        self._res = None
+        if exact is None:
+            self._first = model.reverse_parts(ev, wrt, {}, B, seeds, count=1)[0]
+
+    @property
+    def shape(self):
+        return self._first.shape if self._first is not None else self._full.shape
+
+    def residues(self):
+        """(residues (k, n), p)."""
+        if self._res is None:
+            if self._first is not None:
+                self._res = (self._first.view(np.ndarray), self._first.p)
+            else:
+                p = PRIME
+                self._res = (np.array([int(v) % p for v in self._full.ints.ravel().tolist()],
+                                      dtype=object).reshape(self._full.shape), p)
+        return self._res
+
+    def _all_parts(self):
+        if self._parts is None:
+            self._parts = self._m.reverse_parts(self._ev, self._wrt, {}, self._B, self._seeds, first=self._first)
+        return self._parts
+
+    def nonzero_rows(self) -> np.ndarray:
+        """Rows that are exactly nonzero (bool per row). From the images modulo every prime the
+        bound needs: an integer below half their product that all of them divide is 0 (no CRT)."""
+        if self._full is not None:
+            return self._full.row_nonzero()
+        nz = np.zeros(self.shape[0], dtype=bool)
+        for m in self._all_parts():
+            nz |= (m.view(np.ndarray) != 0).any(axis=1)
+        return nz
+
+    def full(self) -> QMat:
+        if self._full is None:
+            from ._fixed import crt
+
+            self._full = QMat.of(crt(self._all_parts()))
+        return self._full
+
+    def rows(self, idx) -> QMat:
+        idx = [int(i) for i in idx]
+        if self._full is not None:
+            return self._full[np.asarray(idx, dtype=np.int64)]
+        if self._parts is not None:
+            from ._fixed import crt
+
+            return QMat.of(crt([m[np.asarray(idx, dtype=np.int64)] for m in self._parts]))
+        # a few rows: their own exact pass (one seed row each)
+        seeds = []
+        for ni, d, w in self._seeds:
+            seeds.append((ni, d, np.asarray(w)[idx]))
+        return QMat.of(self._m.reverse(self._ev, self._wrt, {}, len(idx), seeds, as_fx=True))
+
+    def columns(self, cols) -> QMat:
+        if self._full is not None:
+            return self._full[:, np.asarray(cols, dtype=np.int64)]
+        from ._fixed import crt
+
+        return QMat.of(crt(self._all_parts(), cols=np.asarray(cols, dtype=np.int64)))
+
+    def floats(self) -> np.ndarray:
+        return self.full().floats()
+
+
+def tie_matrix(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | None = None) -> TieMatrix:
+    """Tie rows start..start+count-1 as a :class:`TieMatrix` (residue passes when they can be
+    used, else the exact rows of :func:`tie_rows`)."""
+    from ._fixed import NotDyadic
+    from .model import NoReverse
+
+    k = ties.k
+    count = k - start if count is None else min(count, k - start)
+    if 0 < count <= n:
+        try:
+            return TieMatrix(model, ev, wrt, _seeds_one_hot(ties, start, count), count)
+        except (NotDyadic, NoReverse):
+            pass
+    return TieMatrix(exact=tie_rows(model, ev, wrt, ties, n, start, count))
 
 
 # ----------------------------------------------------------------------------- integers
@@ -180,25 +362,32 @@ def rational(v) -> str:
     return str(int(v.p)) if int(v.q) == 1 else f"{int(v.p)}/{int(v.q)}"
 
 
-def row_tolerances(J_S: np.ndarray, tol) -> list:
+def row_tolerances(J_S, tol) -> list:
     """tol_i = atol + rtol * ||J_S[i]||_1, exactly (Fractions); zeros in exact mode."""
-    m = J_S.shape[0]
+    J = QMat.of(J_S)
+    m = J.shape[0]
     if tol is None:
         return [Fraction(0)] * m
     rtol, atol = Fraction(tol[0]), Fraction(tol[1])
-    out = []
-    for i in range(m):
-        l1 = sum((abs(q(v)) for v in J_S[i].tolist()), Q0)
-        out.append(atol + rtol * Fraction(int(l1.p), int(l1.q)))
-    return out
+    return [atol + rtol * v for v in J.row_l1()]
 
 
-def row_l1(D: np.ndarray) -> list:
-    out = []
-    for i in range(D.shape[0]):
-        s = sum((abs(q(v)) for v in D[i].tolist()), Q0)
-        out.append(Fraction(int(s.p), int(s.q)))
-    return out
+def row_l1(D) -> list:
+    return QMat.of(D).row_l1()
+
+
+def qmatmul(a: QMat, b: QMat) -> QMat:
+    """Exact product of two exact matrices (one FLINT integer product)."""
+    r, k = a.shape
+    k2, c = b.shape
+    assert k == k2, (a.shape, b.shape)
+    if r == 0 or c == 0 or k == 0:
+        return QMat(np.zeros((r, c), dtype=object) * 0, a.den * b.den)
+    prod = flint.fmpz_mat(r, k, [int(v) for v in a.ints.ravel().tolist()]) * \
+        flint.fmpz_mat(k, c, [int(v) for v in b.ints.ravel().tolist()])
+    out = np.empty(r * c, dtype=object)
+    out[:] = [int(v) for v in prod.entries()]
+    return QMat(out.reshape(r, c), a.den * b.den)
 
 
 # ----------------------------------------------------------------------------- modular finding
@@ -230,6 +419,8 @@ class Basis:
 
 
 def basis(Ai: np.ndarray, p: int = PRIME) -> Basis:
+    """Pivot columns and independent rows of the integer matrix ``Ai`` (or of its residues
+    modulo ``p``: the result is the same), found modulo ``p``."""
     k, n = Ai.shape
     M = _mod_matrix(Ai, p)
     R, r = M.rref()
@@ -251,17 +442,17 @@ def _solve(M: np.ndarray, rhs: np.ndarray):
     return out.reshape(r, rhs.shape[1])
 
 
-def exact_y(Ai: np.ndarray, a_den: int, D: np.ndarray, b: Basis, max_rank: int):
+def exact_y(A: QMat, D: QMat, b: Basis, max_rank: int):
     """Exact Y (m, k) with D = Y A, or None when this basis gives none (D outside A's row
     space, or the prime was unlucky)."""
     r = len(b.rows)
     if r > max_rank:
         raise Budget(f"the exact row-space certificate needs a {r}x{r} solve (budget: rank <= {max_rank})")
-    Di, d_den = to_ints(D)
+    Ai, a_den, Di, d_den = A.ints, A.den, D.ints, D.den
     AB = Ai[np.asarray(b.rows)][:, np.asarray(b.cols)]
     # Y_B AB = D[:, cols]  <=>  AB^T Y_B^T = D[:, cols]^T
     YBt = _solve(AB.T.copy(), Di[:, np.asarray(b.cols)].T.copy())    # (r, m) rationals, for D*d_den*... scale below
-    m, k = D.shape[0], Ai.shape[0]
+    m, k = Di.shape[0], Ai.shape[0]
     Y = np.empty((m, k), dtype=object)
     Y.fill(Q0)
     # D = Di / d_den, A = Ai / a_den:  Y (Ai / a_den) = Di / d_den  =>  Y = (Di Ai^-1) * a_den / d_den
@@ -270,17 +461,10 @@ def exact_y(Ai: np.ndarray, a_den: int, D: np.ndarray, b: Basis, max_rank: int):
         for i in range(m):
             Y[i, row] = q(YBt[j, i]) * scale
     # prove it: Y A == D exactly (every column)
-    if not _y_times_a_equals(Y, Ai, a_den, D):
+    YA = qmatmul(QMat.of(Y), A)
+    if not bool(((YA - D).ints == 0).all()):
         return None
     return Y
-
-
-def _y_times_a_equals(Y, Ai, a_den, D) -> bool:
-    from ._exact import matmul2d
-
-    YA = matmul2d(Y, np.asarray([[q(v) for v in r] for r in Ai.tolist()], dtype=object) * (q(1) / a_den)) \
-        if Ai.size else np.zeros_like(D)
-    return bool((YA == D).all())
 
 
 def float_y(A_f: np.ndarray, D_f: np.ndarray) -> np.ndarray:
@@ -294,27 +478,32 @@ def float_y(A_f: np.ndarray, D_f: np.ndarray) -> np.ndarray:
     return Ys.T / s[None, :]
 
 
-def exact_kernel_vector(Ai: np.ndarray, b: Basis, f: int, max_rank: int):
+def exact_kernel_vector(A: "TieMatrix", b: Basis, f: int, max_rank: int):
     """An exact integer t with A t = 0, t[f] != 0, supported on ``f`` and the pivot columns its
-    echelon column uses (modulo p); falls back to every pivot column. None if the basis fails."""
-    n = Ai.shape[1]
+    echelon column uses (modulo p); falls back to every pivot column. None if the basis fails.
+    Returns (support, t, A restricted to the support columns as a QMat)."""
+    k, n = A.shape
     E = b.R.entries()
     r = len(b.cols)
     used = [b.cols[j] for j in range(r) if int(E[j * n + f]) != 0]
     for cols in (used, list(b.cols)):
         if len(cols) > max_rank:
             raise Budget(f"the exact witness needs a {len(cols)}x{len(cols)} solve (budget: {max_rank})")
+        support = sorted(set(cols) | {f})
+        Asup = A.columns(support)                      # exact, every tie row, the support's columns
+        pos = {c: j for j, c in enumerate(support)}
+        Ai = Asup.ints
         if not cols:
             t = {f: 1}
         else:
-            sub = Ai[:, np.asarray(cols)]
+            sub = Ai[:, [pos[c] for c in cols]]
             Ms = _mod_matrix(sub.T.copy(), b.p)
             R2, r2 = Ms.rref()
             if r2 < len(cols):
                 continue
-            rows = _pivots(R2, r2, Ai.shape[0])
+            rows = _pivots(R2, r2, k)
             M = sub[np.asarray(rows)]
-            y = _solve(M, (-Ai[np.asarray(rows)][:, [f]]).copy())
+            y = _solve(M, (-Ai[np.asarray(rows)][:, [pos[f]]]).copy())
             dens = [int(q(v).q) for v in y.ravel().tolist()]
             L = 1
             for d in dens:
@@ -324,14 +513,14 @@ def exact_kernel_vector(Ai: np.ndarray, b: Basis, f: int, max_rank: int):
                 vv = q(v) * L
                 if vv != 0:
                     t[c] = int(vv.p)
-        support = sorted(t)
-        vec = np.array([t[c] for c in support], dtype=object)
-        prod = Ai[:, np.asarray(support)].dot(vec) if Ai.shape[0] else np.zeros(0, dtype=object)
+        vec = np.array([t.get(c, 0) for c in support], dtype=object)
+        prod = Ai.dot(vec) if k else np.zeros(0, dtype=object)
         if not any(int(v) != 0 for v in prod.tolist()):
             g = 0
             for v in vec.tolist():
                 g = math.gcd(g, int(v))
-            return support, [int(v) // g for v in vec.tolist()]
+            keep = [j for j, v in enumerate(vec.tolist()) if v != 0]
+            return [support[j] for j in keep], [int(vec[j]) // g for j in keep], Asup[:, np.asarray(keep)]
     return None
 
 
@@ -429,4 +618,4 @@ def floats_of(a: np.ndarray) -> np.ndarray:
 
 __all__ = ["rows_to_int", "Ties", "find_ties", "tie_rows", "Budget", "basis", "exact_y", "float_y", "exact_kernel_vector",
            "kernel_candidates", "kernel_vectors_float", "encode", "encode_floats", "rational", "row_tolerances",
-           "row_l1", "to_ints", "from_floats", "PRIMES"]
+           "row_l1", "to_ints", "from_floats", "PRIMES", "QMat", "TieMatrix", "tie_matrix", "qmatmul"]

@@ -19,6 +19,7 @@ from . import certify
 from ._exact import Q0, Q1, from_floats, from_tensor, matmul2d, q, to_float
 from .certify import rows_to_int
 from .model import ExactModel, case_keys
+from fractions import Fraction
 from .report import Report, Verdict, Witness
 from .strata import SolverLimits, find_direction_outside, in_convex_hull
 from .trace import prepare_inputs, trace
@@ -41,7 +42,7 @@ class Piece:
 
 def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, forward_mode: bool = True,
           rtol: float | None = None, atol: float | None = None, rlimit: int = 5_000_000,
-          seed: int = 0, name: str | None = None, max_rank: int = 400) -> Report:
+          seed: int = 0, name: str | None = None, max_rank: int = 400, model=None, batch=None) -> Report:
     """Decide whether PyTorch's gradient of ``fn`` at ``inputs`` is one the mathematics allows.
 
     ``fn`` is an ``nn.Module`` (checked in the mode it is in: call ``.eval()``) or a
@@ -55,9 +56,35 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     used when float arithmetic does not replay the exact values. ``rlimit`` bounds every z3
     query (resource units, machine independent). ``max_rank`` bounds the exact linear solves
     of the failure path (a witness or a nonzero Y); past it the verdict is ``UNKNOWN``.
+
+    With respect to parameters (:mod:`mtcheck.params`, ``docs/parameters.md``): ``wrt`` may also be
+    ``"parameters"`` (the module's parameters that require grad), ``"inputs"``, ``"all"``, a parameter
+    name or a list of names (and input positions); ``fn`` must then be an ``nn.Module``. The loss
+    form ``check(loss_fn, model=net, batch=(x, y), wrt="parameters")`` checks ``loss_fn(net(x), y)``
+    (``wrt`` defaults to ``"parameters"`` there). ``report.n_inputs`` counts the checked scalars and
+    ``report.wrt_names`` lists the checked tensors. Any other ``wrt`` raises ``CheckInputError``.
     """
+    from . import params as _params
+
+    if model is not None or batch is not None or _params.names_parameters(wrt):
+        return _params.check_params(fn, inputs, wrt, model=model, batch=batch, neighbours=neighbours,
+                                    max_pieces=max_pieces, forward_mode=forward_mode, rtol=rtol, atol=atol,
+                                    rlimit=rlimit, seed=seed, name=name, max_rank=max_rank)
+    _params.validate_positions(wrt, len(inputs))
     _validate(neighbours=neighbours, max_pieces=max_pieces, forward_mode=forward_mode, rtol=rtol, atol=atol,
               rlimit=rlimit, seed=seed, max_rank=max_rank)
+    threads = torch.get_num_threads()
+    try:
+        # the framework's side is many tiny VJPs and JVPs: intra-op threads only contend (on 2 cores
+        # under load, 10x slower); the user's setting is restored on the way out
+        torch.set_num_threads(1)
+        return _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rlimit, seed, name,
+                      max_rank)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rlimit, seed, name, max_rank):
     clock = {}
     t0 = time.perf_counter()
     lim = SolverLimits(rlimit=rlimit, seed=seed)
@@ -96,7 +123,13 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
 
     # --- exact derivatives on the stratum: J_S (reverse mode when it is cheaper), the tie rows' support
     t1 = time.perf_counter()
-    J_S, tans = _stratum_jacobian(model, ev, wrt, n)
+    try:
+        J_S, tans = _stratum_jacobian(model, ev, wrt, n)
+    except certify.Budget as e:
+        rep.reasons["budget"] = str(e)
+        rep.timings = clock
+        rep.replay = _replay_text(rep.program, inputs, wrt)
+        return rep
     m = J_S.shape[0]
     rep.n_outputs = m
     ties = certify.find_ties(model, ev, wrt)
@@ -108,8 +141,9 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     t2 = time.perf_counter()
     J_fw = framework.reverse_jacobian(tr, wrt)
     rep.framework_jacobian = J_fw
-    rep.stratum_jacobian = to_float(J_S)
+    rep.stratum_jacobian = certify.QMat.of(J_S).floats()
     finite = bool(np.isfinite(J_fw).all())
+    J_fwd = None
     if forward_mode:
         J_fwd, why = framework.forward_jacobian(fn, tr, wrt)
         if J_fwd is None:
@@ -154,6 +188,9 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
                 pass
             if alt.verdict.passed:
                 rep.exact_mode, rep.tolerance = False, alt.tolerance
+                if forward_mode and J_fwd is not None:
+                    # the backward rounds, so forward and reverse are compared at that tolerance too
+                    rep.forward_matches_reverse = _same(J_fwd, J_fw, False, rep.tolerance)
                 for k in ("verdict", "certificate", "tangent_dim", "mismatch", "witness"):
                     setattr(rep, k, getattr(alt, k))
                 rep.reasons.pop("budget", None)
@@ -202,6 +239,7 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
     return rep
 
 
+FORWARD_ENTRIES = 20_000_000   # exact tangent entries a forward-mode Jacobian may hold
 SMALL_N = 64        # up to this many inputs the neighbouring strata are enumerated with z3
 EXACT_RANK_ENTRIES = 20_000   # tie matrices up to this many entries get an exact rank (the tangent dimension)
 
@@ -228,71 +266,83 @@ def _stratum_jacobian(model, ev, wrt, n):
     from .model import NoReverse
 
     seeds, m = model.output_seeds(ev)
+    why = ""
     if m < n:
         try:
-            return model.reverse(ev, wrt, seeds, m), None
-        except NoReverse:
-            pass
+            return model.reverse(ev, wrt, seeds, m, as_fx=True), None
+        except NoReverse as e:
+            why = f" ({e})"
+    big = max((int(np.size(v)) for v in ev.values.values() if isinstance(v, np.ndarray)), default=1)
+    if n * big > FORWARD_ENTRIES:
+        raise certify.Budget(f"the forward-mode Jacobian ({n} directions through values of up to {big} entries) "
+                             f"is past the budget of {FORWARD_ENTRIES:,} exact tangent entries; reverse mode "
+                             f"was not available{why}")
     tans = model.linearize(ev, wrt)
     return model.output_jacobian(ev, tans, n), tans
 
 
 def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
     """The verdict by row space (see :mod:`mtcheck.certify`) and its certificate."""
+    QMat = certify.QMat
     tol = None if rep.exact_mode else rep.tolerance
-    J_fw_e = from_floats(J_fw)
-    D = J_fw_e - J_S
-    tols = certify.row_tolerances(J_S, tol)
-    l1 = certify.row_l1(D)
+    Js = QMat.of(J_S)
+    D = QMat.of_floats(J_fw) - Js
+    tols = certify.row_tolerances(Js, tol)
+    l1 = D.row_l1()
     small = all(v <= t for v, t in zip(l1, tols)) if tol is not None else all(v == 0 for v in l1)
     cert = {"format": "mtcheck-certificate", "version": 1, "n": n, "m": m,
             "tolerance": None if tol is None else {"rtol": certify.rational(q(tol[0])),
                                                    "atol": certify.rational(q(tol[1]))},
-            "J_fw": certify.encode_floats(J_fw), "J_S": certify.encode(J_S),
+            "J_fw": certify.encode_floats(J_fw), "J_S": Js.encode(),
             "tie_rows": None, "nonzero_tie_row": None, "Y": None, "witness": None}
     rep.certificate = cert
 
-    # is T(x) a proper subspace? one nonzero tie row proves it; structural zeros prove the converse
+    # is T(x) a proper subspace? one nonzero tie row proves it (found by residues, then exact);
+    # all tie rows exactly zero prove the converse
     nonzero = None
     k = ties.k
+    A = None
     for start in range(0, min(k, 64), 8):
-        rows = certify.tie_rows(model, ev, wrt, ties, n, start, 8)
-        for r in rows:
-            if any(v != 0 for v in r.tolist()):
-                nonzero = r
-                break
+        T = certify.tie_matrix(model, ev, wrt, ties, n, start, 8)
+        nonzero = _first_nonzero_row(T)
         if nonzero is not None:
             break
-    A = None
-    if nonzero is None and k > 64:
-        A = certify.tie_rows(model, ev, wrt, ties, n)
-        nz = [r for r in A if any(v != 0 for v in r.tolist())]
-        nonzero = nz[0] if nz else None
+    if nonzero is None and k:
+        A = certify.tie_matrix(model, ev, wrt, ties, n)
+        nonzero = _first_nonzero_row(A)
+        if nonzero is None:
+            nz = np.nonzero(A.nonzero_rows())[0]             # residues mod one prime all zero: look exactly
+            nonzero = A.rows([int(nz[0])])[0] if nz.size else None
     if nonzero is None:
-        # every tie row is zero: the stratum is open, T(x) = R^n
+        # every tie row is zero: the stratum is open, T(x) = R^n. Rows shown exactly zero are left out
+        # of the certificate like structurally zero ones (the checker trusts the tie rows it is given)
         rep.tangent_dim = n
-        cert["tie_rows"] = None if k == 0 else {"columns": None, "A": certify.encode(
-            A if A is not None else certify.tie_rows(model, ev, wrt, ties, n))}
+        cert["tie_rows"] = None
         if ties.total and not k:
             rep.notes.append(f"{ties.total} tied entries, all with structurally zero derivative rows (dead units)")
+        elif k:
+            rep.notes.append(f"{ties.total} tied entries: {ties.structural_zero} with structurally zero derivative "
+                             f"rows, the other {k} rows computed and exactly zero (the tied entries are the same "
+                             "function of the inputs)")
         if small:
             rep.verdict = Verdict.SMOOTH_OK
         else:
             rep.verdict = Verdict.SMOOTH_WRONG
             i = int(np.argmax([float(v - t) for v, t in zip(l1, tols)]))
-            t = np.array([q(1) if v > 0 else q(-1) if v < 0 else Q0 for v in D[i].tolist()], dtype=object) \
-                if tol is not None else _unit(n, next(j for j, v in enumerate(D[i].tolist()) if v != 0))
+            row = D.ints[i].tolist()
+            t = np.array([q(1) if v > 0 else q(-1) if v < 0 else Q0 for v in row], dtype=object) \
+                if tol is not None else _unit(n, next(j for j, v in enumerate(row) if v != 0))
             cert["witness"] = {"output": i, "t": certify.encode(t), "columns": None}
-            rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t, i)
-            rep.mismatch = _mismatch_rows(D, J_fw, J_S, l1, tols, tol, "framework Jacobian vs the program's Jacobian")
+            rep.witness = _witness(model, ev, x_exact, wrt, J_fw, Js, t, i)
+            rep.mismatch = _mismatch_rows(J_fw, Js.floats(), l1, tols, tol, "framework Jacobian vs the program's Jacobian")
         cert["verdict"] = str(rep.verdict)
         return
-    cert["nonzero_tie_row"] = certify.encode(np.asarray(nonzero, dtype=object))
-    if ties.k * n <= EXACT_RANK_ENTRIES:
+    cert["nonzero_tie_row"] = nonzero.encode()
+    if k * n <= EXACT_RANK_ENTRIES:
         # small enough to compute the exact rank (FLINT, fraction-free): the tangent dimension
         if A is None:
-            A = certify.tie_rows(model, ev, wrt, ties, n)
-        Ai, _ = certify.to_ints(A)
+            A = certify.tie_matrix(model, ev, wrt, ties, n)
+        Ai = A.full().ints
         rep.tangent_dim = n - flint.fmpz_mat(Ai.shape[0], n, [int(v) for v in Ai.ravel().tolist()]).rank()
     if small:
         rep.verdict = Verdict.ASSOCIATED
@@ -301,37 +351,40 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
                                                  "(one nonzero tie row shows T(x) != R^n)")
         return
 
-    # the hard path: D is not (near) zero. Compute the tie matrix exactly and find Y or a witness.
+    # the hard path: D is not (near) zero. Residues find a row basis; exact products prove Y or a witness.
     if A is None:
-        A = certify.tie_rows(model, ev, wrt, ties, n)
-    A = A[[any(v != 0 for v in r.tolist()) for r in A]]
-    Ai, a_den = certify.to_ints(A)
-    b = certify.basis(Ai)
+        A = certify.tie_matrix(model, ev, wrt, ties, n)
+    res, p = A.residues()
+    live = np.nonzero((np.asarray(res) != 0).any(axis=1))[0]
+    b = certify.basis(np.asarray(res)[live], p)
+    b.rows = [int(live[j]) for j in b.rows]
     if rep.tangent_dim is None:
-        rep.reasons["tangent space"] = (f"rank of the {A.shape[0]}x{n} tie matrix modulo a prime: {len(b.cols)} "
+        rep.reasons["tangent space"] = (f"rank of the {len(live)}x{n} tie matrix modulo a prime: {len(b.cols)} "
                                         f"(a lower bound of the rank; so dim T(x) <= {n - len(b.cols)})")
-    A_f = certify.floats_of(A)
-    Jsf = to_float(J_S)
+    Jsf = Js.floats()
     D_f = J_fw - Jsf
     if tol is None:
-        Y = certify.exact_y(Ai, a_den, D, b, max_rank)
+        Y = certify.exact_y(A.full(), D, b, max_rank)
         if Y is not None:
             used = [j for j in range(Y.shape[1]) if any(v != 0 for v in Y[:, j].tolist())]
             cert["Y"] = certify.encode(Y[:, used])
-            cert["tie_rows"] = {"columns": None, "A": certify.encode(A[used])}
+            cert["tie_rows"] = {"columns": None, "A": A.rows(used).encode()}
             rep.verdict = Verdict.ASSOCIATED
             cert["verdict"] = "ASSOCIATED"
             rep.notes.append(f"J_fw - J_S is a combination of {len(used)} tie rows (exact certificate Y)")
             return
+        A_f = A.floats()
     else:
+        A_f = A.floats()
         Yf = certify.float_y(A_f, D_f)
         used = [j for j in range(Yf.shape[1]) if (Yf[:, j] != 0).any()]
         if used:
-            Ye = from_floats(Yf[:, used])
-            R = D - _mm(Ye, A[used])
-            if all(v <= t for v, t in zip(certify.row_l1(R), tols)):
-                cert["Y"] = certify.encode(Ye)
-                cert["tie_rows"] = {"columns": None, "A": certify.encode(A[used])}
+            Ye = QMat.of_floats(Yf[:, used])
+            Au = A.rows(used)
+            R = D - certify.qmatmul(Ye, Au)
+            if all(v <= t for v, t in zip(R.row_l1(), tols)):
+                cert["Y"] = Ye.encode()
+                cert["tie_rows"] = {"columns": None, "A": Au.encode()}
                 rep.verdict = Verdict.ASSOCIATED
                 cert["verdict"] = "ASSOCIATED"
                 rep.notes.append(f"J_fw - J_S is within the tolerance of a combination of {len(used)} tie rows "
@@ -350,28 +403,46 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
     order = np.argsort(-score.max(axis=0))
     for jj in order[:8]:
         f = frees[int(jj)]
-        kv = certify.exact_kernel_vector(Ai, b, f, max_rank)
+        kv = certify.exact_kernel_vector(A, b, f, max_rank)
         if kv is None:
             continue
-        support, tv = kv
-        t_sup = np.array([q(v) for v in tv], dtype=object)
-        Dt = [sum((D[i, c] * tc for c, tc in zip(support, t_sup.tolist())), Q0) for i in range(m)]
-        tinf = max(abs(v) for v in t_sup.tolist())
-        margins = [abs(v) - q(tols[i].numerator) / tols[i].denominator * tinf for i, v in enumerate(Dt)]
+        support, tv, Asup = kv
+        cols = np.asarray(support)
+        Dt = [Fraction(int(v), D.den) for v in D.ints[:, cols].dot(np.array(tv, dtype=object)).tolist()]
+        tinf = max(abs(v) for v in tv)
+        margins = [abs(v) - tols[i] * tinf for i, v in enumerate(Dt)]
         i = int(np.argmax([float(v) for v in margins]))
         if margins[i] > 0:
             t_full = np.empty(n, dtype=object)
             t_full.fill(Q0)
-            t_full[np.asarray(support)] = t_sup
-            cert["tie_rows"] = {"columns": support, "A": certify.encode(A[:, np.asarray(support)])}
-            cert["witness"] = {"output": i, "t": certify.encode(t_sup), "columns": support}
+            t_full[cols] = [q(v) for v in tv]
+            cert["tie_rows"] = {"columns": support, "A": Asup.encode()}
+            cert["witness"] = {"output": i, "t": certify.encode(np.array([q(v) for v in tv], dtype=object)),
+                               "columns": support}
             rep.verdict = Verdict.NOT_ASSOCIATED
             cert["verdict"] = "NOT_ASSOCIATED"
-            rep.witness = _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t_full, i)
+            rep.witness = _witness(model, ev, x_exact, wrt, J_fw, Js, t_full, i)
             rep.mismatch = _mismatch_witness(D_f, i, t_full, J_fw, Jsf, tols, tol, len(support))
             return
     raise certify.Budget("neither certificate found: D = J_fw - J_S is not within the tolerance of a combination "
                          "of tie rows, and no kernel vector tried shows a difference beyond it")
+
+
+def _first_nonzero_row(T):
+    """The first tie row of ``T`` with a nonzero residue, exactly (a QMat vector), or None."""
+    res, _ = T.residues()
+    nz = np.nonzero((np.asarray(res) != 0).any(axis=1))[0] if np.size(res) else []
+    if len(nz) == 0:
+        return None
+    return T.rows([int(nz[0])])[0]
+
+
+def _rate(Q, i, t):
+    """Q[i] . t exactly (an fmpq), Q a QMat and t exact values."""
+    tq = [q(v) for v in np.asarray(t, dtype=object).tolist()]
+    nz = [j for j, v in enumerate(tq) if v != 0]
+    s = sum((int(Q.ints[i, j]) * tq[j] for j in nz), Q0)
+    return s / Q.den
 
 
 def _mm(a, b):
@@ -387,8 +458,7 @@ def _unit(n, j):
     return t
 
 
-def _mismatch_rows(D, J_fw, J_S, l1, tols, tol, what):
-    Jsf = to_float(J_S)
+def _mismatch_rows(J_fw, Jsf, l1, tols, tol, what):
     diff = np.abs(J_fw - Jsf)
     bad = (diff != 0) if tol is None else diff > float(tol[1]) + float(tol[0]) * np.abs(Jsf)
     if not bad.any():
@@ -536,15 +606,28 @@ def _apply_step(x_exact, wrt, t, h):
     return out
 
 
-def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t, i) -> Witness:
+def _witness(model, ev, x_exact, wrt, J_fw, Js, t, i) -> Witness:
     """The user-facing witness: direction t (exact), both rates, and exact values of the program
     along t inside the stratum (a dyadic step h that keeps the pattern)."""
     t = np.asarray(t, dtype=object)
-    fw_rate = matmul2d(J_fw_e[i:i + 1], t[:, None])[0, 0]
-    s_rate = matmul2d(J_S[i:i + 1], t[:, None])[0, 0]
+    fw_rate = _rate(certify.QMat.of_floats(J_fw[i:i + 1]), 0, t)
+    s_rate = _rate(Js, i, t)
     w = Witness(int(i), list(t), fw_rate, s_rate)
-    sig = ExactModel.signature(ev)
     f0 = model.output_values(ev)[i]
+    tans = None
+    if not model.trace.has_branches():
+        try:
+            tans = model.linearize(ev, wrt, t[None, :])
+        except Exception:  # noqa: BLE001 - no analytic step: the search below evaluates instead
+            tans = None
+    if tans is not None and _piecewise_affine(model, tans):
+        # affine along t inside the stratum: every discriminant moves at its exact rate, so the
+        # largest safe step is read off (no evaluation), and f(x + h t) = f(x) + h J_S[i] t
+        h = _stratum_step(model, ev, tans)
+        if h is not None:
+            w.h, w.f_x, w.f_x_plus_ht = h, f0, f0 + h * s_rate
+            return w
+    sig = ExactModel.signature(ev)
     k0 = max(max(abs(int(q(v).p)).bit_length() for v in t.tolist()) - 1, 0)
     for k in range(k0, k0 + 64):
         h = q(1) / (1 << k)
@@ -561,23 +644,51 @@ def _witness(model, ev, x_exact, wrt, J_fw_e, J_S, t, i) -> Witness:
     return w
 
 
+def _stratum_step(model, ev, tans):
+    """The largest dyadic h = 2^-k (k >= 0) with h < |disc| / |rate| for every untied discriminant
+    moving towards 0 along the direction of ``tans`` (a single direction, rates exact), or None when a
+    tied discriminant moves (the direction leaves the stratum)."""
+    from fractions import Fraction
+
+    best = None
+    for node, d in zip(model.trace.nodes, ev.discs):
+        for disc in d:
+            rate = model.disc_rows(ev, tans, node.index, disc, 1)[:, 0]
+            vals = disc.values
+            s = disc.signs()
+            moving = np.nonzero(np.array([r != 0 for r in rate.tolist()], dtype=bool))[0] if rate.size else []
+            for j in moving:
+                v, r = vals[j], rate[j]
+                if s[j] == 0:
+                    return None
+                if (v > 0) == (r > 0):
+                    continue                            # moving away from 0
+                lim = abs(q(v) / q(r))
+                best = lim if best is None or lim < best else best
+    if best is None:
+        return q(1)
+    lim = Fraction(int(best.p), int(best.q))
+    k = 0
+    while Fraction(1, 1 << k) >= lim:
+        k += 1
+    return q(1) / (1 << k)
+
+
 def _directional(rep, fn, tr, model, ev, x_exact, leaves, wrt, n, m, seed, tries):
     """Non-differentiability by one-sided directional derivatives: a differentiable function has
-    f'(x; t) = -f'(x; -t). Each rate is exact: the program is affine on the segment from x to
-    x + h t once every discriminant keeps its sign there (checked exactly)."""
+    f'(x; t) = -f'(x; -t). Each rate is exact (:meth:`ExactModel.directional`: the piece the ray
+    x + s t enters, found from the rates of the tied cases, no probe evaluation)."""
+    if tr.has_branches():
+        rep.reasons["differentiable"] = ("the program branches in Python; one-sided rates need the enumeration "
+                                         "(small inputs only)")
+        return
     rng = np.random.default_rng(seed)
     for attempt in range(max(1, min(tries, 2))):
         t = np.array([q(int(v)) for v in rng.integers(-8, 9, size=n)], dtype=object)
         if all(v == 0 for v in t.tolist()):
             t[0] = Q1
-        plus, why = _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, t)
-        if plus is None:
-            rep.reasons["differentiable"] = why
-            return
-        minus, why = _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, -t)
-        if minus is None:
-            rep.reasons["differentiable"] = why
-            return
+        plus = _one_sided(model, ev, wrt, t)
+        minus = _one_sided(model, ev, wrt, -t)
         if any(a + b != 0 for a, b in zip(plus, minus)):
             rep.differentiable = False
             rep.pieces = None
@@ -594,33 +705,10 @@ def _directional(rep, fn, tr, model, ev, x_exact, leaves, wrt, n, m, seed, tries
                                      f"is more than the enumeration of neighbouring strata handles (up to {SMALL_N})")
 
 
-def _one_sided(fn, tr, model, ev, x_exact, leaves, wrt, t):
-    """Exact f'(x; t) (one value per output), or (None, why)."""
-    if tr.has_branches():
-        return None, "the program branches in Python; one-sided rates need the enumeration (small inputs only)"
-    for k in (16, 28, 40, 56):            # small steps first: each try is an exact forward pass
-        h = q(1) / (1 << k)
-        y = _apply_step(x_exact, wrt, t, h)
-        evp = model.evaluate(y)
-        one = model.linearize(evp, wrt, t[None, :])
-        ok = True
-        for node, d0, d in zip(model.trace.nodes, ev.discs, evp.discs):
-            for disc0, disc in zip(d0, d):
-                if disc.values.shape != disc0.values.shape:
-                    ok = False
-                    break
-                rate = model.disc_rows(evp, one, node.index, disc, 1)[:, 0]
-                at_x = disc.values - rate * h          # the affine extrapolation back to x
-                s = disc.signs()
-                if ((s > 0) & (at_x < 0)).any() or ((s < 0) & (at_x > 0)).any() or ((s == 0) & (at_x != 0)).any():
-                    ok = False
-                    break
-            if not ok:
-                break
-        if ok:
-            J = model.output_jacobian(evp, one, 1)
-            return [J[i, 0] for i in range(J.shape[0])], ""
-    return None, "no dyadic step h >= 2^-56 keeps every discriminant's sign along the probe direction"
+def _one_sided(model, ev, wrt, t):
+    """Exact f'(x; t), one value per output."""
+    J = model.output_jacobian(ev, model.directional(ev, wrt, t), 1)
+    return [J[i, 0] for i in range(J.shape[0])]
 
 
 def _neighbours(rep, fn, tr, model, x_exact, leaves, wrt, n, m, J_fw, lim, max_pieces, seed, tol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import flint
 import numpy as np
 import torch
 import torch.utils._pytree as pytree
@@ -83,13 +84,14 @@ class ExactModel:
             self.rules.append(rule)
         self._consts = [from_tensor(c) for c in tr.consts]
         from ._fastfloat import remember
-        from ._fixed import remember as remember_fixed
+        from ._fixed import remember as remember_fixed, remember_floats
 
         for c, e in zip(tr.consts, self._consts):
             if c.is_floating_point() and e.dtype == object:
                 f = c.detach().to(torch.float64).cpu().numpy()
                 remember(e, f)
                 remember_fixed(e, f)
+                remember_floats(e, f)
 
     # ---------------------------------------------------------------- evaluation
     def _resolve(self, values, obj):
@@ -220,20 +222,68 @@ class ExactModel:
             off += size
         return seeds, m
 
-    def reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=()):
-        """See :meth:`_reverse`. Computes in dyadic fixed point (:mod:`mtcheck._fixed`) and redoes
-        the pass in rationals when a constant is not dyadic. Returns an fmpq object array."""
+    def reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), as_fx: bool = False):
+        """See :meth:`_reverse`: the exact rows (B, n), as fmpq objects (or as an Fx with
+        ``as_fx`` when they are dyadic). Computed in dyadic fixed point (:mod:`mtcheck._fixed`);
+        where a constant is not dyadic, in rationals. (For many rows, :meth:`reverse_parts`
+        computes residues instead: numpy arrays, not Python integers.)"""
         from ._fixed import Fx, NotDyadic, from_exact, to_exact
 
         try:
             fs = {r: from_exact(np.asarray(c, dtype=object)) for r, c in seeds.items()}
             fd = [(i, d, from_exact(np.asarray(w, dtype=object))) for i, d, w in disc_seeds]
             rows = self._reverse(ev, wrt, fs, B, fd, fixed=True)
-            return to_exact(rows) if isinstance(rows, Fx) else rows
+            if isinstance(rows, Fx):
+                return rows if as_fx else to_exact(rows)
+            return rows
         except NotDyadic:
+            seeds = {r: np.asarray(c, dtype=object) for r, c in seeds.items()}
+            disc_seeds = [(i, d, np.asarray(w, dtype=object)) for i, d, w in disc_seeds]
             return self._reverse(ev, wrt, seeds, B, disc_seeds, fixed=False)
 
-    def _reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), fixed=False):
+    def reverse_parts(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), count=None, first=None):
+        """The reverse pass once per word-size prime (numpy residues, :class:`~mtcheck._fixed.Mod`):
+        the images (B, n) modulo as many primes as the proven bound on the integers needs (or the
+        first ``count`` primes). :func:`mtcheck._fixed.crt` turns them into exact integers.
+        Raises NotModular (a NotDyadic) where residues cannot follow a rule."""
+        from ._fixed import MOD_PRIMES, Mod, NotModular, mod_wrap, primes_for, to_mod
+
+        ints = {}
+
+        def plain(c):
+            # seeds are small integers (one-hot rows, +-1): as int64, residues are vectorized
+            key = id(c)
+            if key not in ints:
+                a = np.asarray(c)
+                if a.dtype == object:
+                    try:
+                        a = np.array([int(v) for v in a.ravel().tolist()], dtype=np.int64).reshape(a.shape) \
+                            if all(_is_small_int(v) for v in a.ravel().tolist()) else a
+                    except (TypeError, ValueError, OverflowError):
+                        pass
+                ints[key] = a
+            return ints[key]
+
+        def as_mod(c, p):
+            res, e, bits = to_mod(plain(c), p)
+            return mod_wrap(res, p, e, bits)
+
+        def one(p):
+            ms = {r: as_mod(c, p) for r, c in seeds.items()}
+            md = [(i, d, as_mod(w, p)) for i, d, w in disc_seeds]
+            rows = self._reverse(ev, wrt, ms, B, md, fixed=True, modular=True)
+            if not isinstance(rows, Mod):
+                raise NotModular("the reverse pass left modular arithmetic")
+            return rows
+
+        first = one(MOD_PRIMES[0]) if first is None else first
+        k = primes_for(first.bits) if count is None else count
+        parts = [first] + [one(p) for p in MOD_PRIMES[1:k]]
+        if any(m.bits != first.bits or m.e != first.e for m in parts):   # pragma: no cover - identical passes
+            raise NotModular("the passes modulo different primes disagree on their bounds")
+        return parts
+
+    def _reverse(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), fixed=False, modular=False):
         """Exact reverse pass on the stratum of ``ev``: rows (B, n) of ``sum over seeds`` of
         cotangent times the derivative, over the flattened ``wrt`` inputs.
 
@@ -295,6 +345,10 @@ class ExactModel:
             if len(grads) != len(refs):  # pragma: no cover - a rule bug
                 raise NoReverse(f"{node.op}: vjp returned {len(grads)} cotangents for {len(refs)} tensors")
             for ref, g in zip(refs, grads):
+                if modular and g is not None and not _is_mod(g):
+                    from ._fixed import NotModular
+
+                    raise NotModular(f"{node.op}: its reverse rule left modular arithmetic")
                 if g is None and isinstance(ref, Ref) and ref in live:
                     val = ev.inputs[ref.index] if ref.kind == "in" else ev.values.get(ref)
                     if isinstance(val, np.ndarray) and val.dtype == object:
@@ -362,7 +416,64 @@ class ExactModel:
             out |= t.view(np.ndarray).reshape(-1)[np.asarray(idx)] != 0
         return out
 
-    def _linearize(self, ev, wrt, directions, fast, dep=False):
+    def directional(self, ev: Evaluation, wrt: list, t) -> dict:
+        """Exact one-sided tangents along one direction ``t`` (length n): the derivative of
+        ``s -> program(x + s t)`` at ``s = 0+``, every value's tangent on the piece the ray enters.
+
+        A piecewise-affine program is affine on ``[x, x + s t]`` for small ``s``; its pattern there
+        is lexicographic: an untied case keeps its sign, a tied one takes the sign of its rate along
+        ``t`` (both zero: the tied branches agree along the ray). Each nonsmooth node with a moving
+        tie is evaluated once at ``args + d * tangents`` for a dyadic ``d`` below every untied
+        case's distance to 0 at its rate, which realises exactly that pattern; its tangent is the
+        rule's derivative there. No forward pass of the whole program at a probe point."""
+        from ._fixed import NotDyadic, from_exact
+
+        d = np.asarray(t, dtype=object).reshape(1, -1)
+        try:
+            return self._linearize(ev, wrt, from_exact(d), fast=False, directional=True, fixed=True)
+        except NotDyadic:
+            return self._linearize(ev, wrt, d, fast=False, directional=True)
+
+    def _perturbed(self, node, rule, ctx, ev, tans, args, kwargs, targs):
+        """(ctx, args, out) of ``node`` moved along its tangents far enough to break its moving
+        ties by their rates and no further (see :meth:`directional`); None when nothing moves."""
+        from fractions import Fraction
+
+        moving = False
+        checks = []                       # (|value|, |rate|) of untied cases that move
+        for disc in ev.discs[node.index]:
+            rate = self.disc_rows(ev, tans, node.index, disc, 1)[:, 0]
+            if not rate.size:
+                continue
+            s = disc.signs()
+            nz = np.asarray(rate != 0, dtype=bool)
+            if (nz & (s == 0)).any():
+                moving = True
+            sel = nz & (s != 0)
+            if sel.any():
+                checks.append((np.abs(np.asarray(disc.values, dtype=object)[sel]), np.abs(rate[sel])))
+        if not moving:
+            return None
+        k = 1
+        while checks and not all(bool((v > r * flint.fmpq(1, 1 << k)).all()) for v, r in checks):
+            k *= 2                        # any delta below every |value| / |rate| will do
+            if k > 1 << 16:               # pragma: no cover - rates are finite
+                raise NotModelled_("no step breaks the ties of " + node.op)
+        delta = flint.fmpq(1, 1 << k)
+
+        def move(a, ta):
+            if ta is None or not isinstance(a, np.ndarray):
+                return a
+            return np.asarray(a + np.asarray(_exact_t(ta), dtype=object)[0] * delta, dtype=object)
+
+        moved = pytree.tree_map(lambda a, ta: move(a, ta), args, targs,
+                                is_leaf=lambda v: isinstance(v, np.ndarray) or v is None)
+        ctx2 = self._ctx(node)
+        out2 = _normalize(self._call(node, rule.forward, ctx2, moved, kwargs))
+        self._call(node, rule.discs, ctx2, moved, kwargs, out2)
+        return ctx2, moved, out2
+
+    def _linearize(self, ev, wrt, directions, fast, dep=False, directional=False, fixed=False):
         from ._fastfloat import FT, Inexact
         from ._support import Dep, NotStructural
 
@@ -396,6 +507,10 @@ class ExactModel:
                 continue
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)
+            if directional and rule.nonsmooth:
+                moved = self._perturbed(node, rule, ctx, ev, tans, args, kwargs, targs)
+                if moved is not None:
+                    ctx, args, out = moved
             t = self._call(node, rule.jvp, ctx, args, kwargs, out, targs, tkwargs)
             for j, tj in enumerate(t if isinstance(t, tuple) else (t,)):
                 if tj is None:
@@ -407,6 +522,12 @@ class ExactModel:
                 elif fast:
                     if not isinstance(tj, FT):
                         raise Inexact(f"{node.op} left the verified float path")
+                    tans[Ref("node", node.index, j)] = tj
+                elif fixed:
+                    from ._fixed import Fx, NotDyadic
+
+                    if not isinstance(tj, Fx):
+                        raise NotDyadic(f"{node.op} left fixed point")
                     tans[Ref("node", node.index, j)] = tj
                 else:
                     tans[Ref("node", node.index, j)] = np.asarray(tj, dtype=object)
@@ -550,6 +671,22 @@ def _obj(x):
     return obj(x)
 
 
+class NotModelled_(Exception):
+    pass
+
+
+def _is_small_int(v) -> bool:
+    if isinstance(v, flint.fmpq):
+        return v.q == 1 and abs(v.p) < (1 << 62)
+    return isinstance(v, (int, np.integer, flint.fmpz)) and not isinstance(v, bool) and abs(int(v)) < (1 << 62)
+
+
+def _is_mod(g) -> bool:
+    from ._fixed import Mod
+
+    return isinstance(g, Mod)
+
+
 def _zeros_like(shape, like):
     from .ops._util import zeros_like_cot
 
@@ -578,7 +715,10 @@ def _any_live(a, live) -> bool:
 def _exact_t(t):
     """A tangent block as exact rationals (verified floats are converted exactly)."""
     from ._fastfloat import FT, to_exact
+    from ._fixed import Fx, to_exact as fx_exact
 
+    if isinstance(t, Fx):
+        return fx_exact(t)
     return to_exact(t) if isinstance(t, FT) else t
 
 

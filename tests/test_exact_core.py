@@ -129,3 +129,100 @@ def test_fast_path_equals_rational_path(name):
     fast = m.output_jacobian(ev, m.linearize(ev, wrt, fast=True), n)
     slow = m.output_jacobian(ev, m.linearize(ev, wrt, fast=False), n)
     assert (fast == slow).all()
+
+
+# ---------------------------------------------------------------- residues modulo word-size primes
+
+@pytest.mark.parametrize("name", ["lenet", "residual-cnn", "paper-boustany", "lenet-f32", "lenet-f32-bad-maxpool"])
+def test_residue_passes_reconstruct_the_exact_tie_rows(name):
+    """Tie rows from numpy residues + CRT equal the fixed-point rows, and the propagated bound
+    is a true bound of every integer (so the number of primes is enough)."""
+    from mtcheck import certify
+    from mtcheck._fixed import crt, from_exact
+
+    m, ev, wrt, n = _exact_model(name)
+    ties = certify.find_ties(m, ev, wrt)
+    k = min(ties.k, 40)
+    if not k:
+        pytest.skip("no live tie")
+    seeds = certify._seeds_one_hot(ties, 0, k)
+    parts = m.reverse_parts(ev, wrt, {}, k, seeds)
+    fx = crt(parts)
+    assert max(abs(int(v)).bit_length() for v in fx.view(np.ndarray).ravel().tolist()) <= parts[0].bits
+    exact = m._reverse(ev, wrt, {}, k, [(i, d, from_exact(np.asarray(w, dtype=object))) for i, d, w in seeds],
+                       fixed=True)
+    from mtcheck._fixed import to_exact
+
+    assert (to_exact(fx) == to_exact(exact)).all()
+    # and the lazy matrix gives the same rows and columns exactly
+    T = certify.tie_matrix(m, ev, wrt, ties, n, 0, k)
+    full = T.full().exact()
+    assert (full == to_exact(exact)).all()
+    assert (T.rows([0, k - 1]).exact() == full[[0, k - 1]]).all()
+    cols = sorted({0, n // 2, n - 1})
+    assert (T.columns(cols).exact() == full[:, cols]).all()
+
+
+def test_residues_refuse_what_they_cannot_do():
+    from mtcheck._fixed import NotDyadic, NotModular, mod_wrap
+
+    a = mod_wrap(np.array([1, 2, 3]), 1048573, 0, 2)
+    with pytest.raises(NotModular):
+        a > 0                                           # residues have no order
+    with pytest.raises(NotModular):
+        np.exp(a)
+    with pytest.raises(NotDyadic):
+        a * flint.fmpq(1, 3)                            # a non-dyadic coefficient (fixed point refuses it too)
+    leaked = np.array([1, 2, 3], dtype=object)          # plain numpy ints in an object array
+    leaked[0] = np.int64(1)
+    with pytest.raises(NotModular):
+        a + leaked
+
+
+@pytest.mark.parametrize("name", ["lenet", "lenet-f32", "residual-cnn", "paper-boustany"])
+def test_one_sided_rates_equal_exact_difference_quotients(name):
+    """f'(x; t) from the directional linearization equals (f(x + h t) - f(x)) / h exactly for two
+    tiny dyadic steps (the program is affine on the first piece along the ray)."""
+    m, ev, wrt, n = _exact_model(name)
+    rng = np.random.default_rng(3)
+    t = np.array([flint.fmpq(int(v)) for v in rng.integers(-8, 9, size=n)], dtype=object)
+    rate = m.output_jacobian(ev, m.directional(ev, wrt, t), 1)[:, 0]
+    f0 = m.output_values(ev)
+    for k in (90, 120):
+        h = flint.fmpq(1, 1 << k)
+        x = [np.asarray(ev.inputs[i].ravel() + t * h, dtype=object).reshape(ev.inputs[i].shape) for i in wrt]
+        f1 = m.output_values(m.evaluate(x))
+        assert ((f1 - f0) / h == rate).all(), k
+
+
+def test_forward_mode_past_its_budget_is_unknown_not_a_memory_error(monkeypatch):
+    """A program without reverse rules falls back to forward mode; a Jacobian too large for it is
+    UNKNOWN with the budget named (a user once saw numpy's _ArrayMemoryError here)."""
+    from mtcheck import checker
+    from mtcheck.model import NoReverse
+
+    def no_reverse(*a, **k):
+        raise NoReverse("aten.some_op has no reverse-mode rule")
+
+    monkeypatch.setattr(ExactModel, "reverse", no_reverse)
+    monkeypatch.setattr(checker, "FORWARD_ENTRIES", 100)
+    rep = mtcheck.check(lambda x: torch.relu(x).sum(), torch.zeros(64, dtype=torch.float64))
+    assert rep.verdict is mtcheck.Verdict.UNKNOWN
+    assert "forward-mode Jacobian" in rep.reasons["budget"] and "some_op" in rep.reasons["budget"]
+
+
+def test_mse_loss_has_a_reverse_rule():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    x, y = torch.tensor([[0.0, 1.0, 2.0]]), torch.zeros(1, 2)
+    for red in ("mean", "sum", "none"):
+        fn = (lambda x, red=red: F.mse_loss(torch.relu(lin(x)), y, reduction=red))
+        prog_leaves, wrt = prepare_inputs((x,), None)
+        m = ExactModel(trace(fn, prog_leaves))
+        ev = m.evaluate([from_tensor(t) for t in prog_leaves])
+        seeds, k = m.output_seeds(ev)
+        rev = m.reverse(ev, wrt, seeds, k)
+        fwd = m.output_jacobian(ev, m.linearize(ev, wrt), 3)
+        assert (rev == fwd).all(), red

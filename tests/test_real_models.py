@@ -30,3 +30,54 @@ def test_wrong_maxpool_backward_in_a_float32_lenet_is_caught():
     t["num"] = [t["num"][0] + 1] + t["num"][1:]
     cert["witness"] = {**cert["witness"], "t": t}
     assert not verify(cert).ok
+
+
+def _float32_mlp(act):
+    """784-256-10 MLP, PyTorch's default init in float32, biases zero-initialised (a common
+    practice that puts every hidden unit exactly on its kink at a zero input), ``act`` a relu."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    l1, l2 = nn.Linear(784, 256), nn.Linear(256, 10)
+    nn.init.zeros_(l1.bias)
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = l1, l2
+
+        def forward(self, x):
+            return self.l2(act(self.l1(x.reshape(x.shape[0], -1))))
+
+    return MLP()
+
+
+def _mutant_cases():
+    import torch
+
+    from test_mutants import GoodRelu, ReluConstAtZero, ReluHalfEverywhere, ReluNanAtZero
+
+    torch.manual_seed(1)
+    zero = torch.zeros(1, 1, 28, 28)
+    digit = torch.rand(1, 1, 28, 28)
+    V = mtcheck.Verdict
+    return [
+        ("stock relu at the kink", torch.relu, zero, {V.ASSOCIATED}),
+        ("correct custom relu at the kink", GoodRelu.apply, zero, {V.ASSOCIATED}),
+        ("relu NaN at the kink", ReluNanAtZero.apply, zero, {V.NOT_ASSOCIATED}),
+        ("relu ignores its gradient at the kink", ReluConstAtZero.apply, zero, {V.NONLINEAR_VJP}),
+        ("relu half everywhere", ReluHalfEverywhere.apply, digit, {V.SMOOTH_WRONG, V.NOT_ASSOCIATED}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5), ids=[c[0] for c in _mutant_cases()])
+def test_mutants_inside_a_real_weight_float32_model(case):
+    """The deliberately wrong backward rules of tests/test_mutants.py, inside a default-init float32
+    network (200k weights) instead of a toy: caught with a verified certificate, and the correct
+    rules pass."""
+    name, act, x, expected = _mutant_cases()[case]
+    rep = mtcheck.check(_float32_mlp(act), x, neighbours=False)
+    assert rep.verdict in expected, (name, rep.explain())
+    if rep.verdict is not mtcheck.Verdict.NOT_ASSOCIATED or rep.certificate is not None:
+        assert rep.certificate_ok is not False

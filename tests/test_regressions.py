@@ -81,3 +81,18 @@ def test_witness_finds_a_step_along_a_direction_with_huge_entries():
     w = rep.witness
     assert w.h is not None, w.note
     assert (w.f_x_plus_ht - w.f_x) / w.h == w.stratum_rate
+
+
+def test_forward_and_reverse_are_compared_at_the_tolerance_when_the_backward_rounds():
+    """A 5-way tie splits the gradient into fifths: both modes round, by different last bits. Once
+    the check falls back to the float64 tolerance, forward = reverse is judged at it too (it was
+    compared exactly before, a false forward != reverse finding)."""
+    import torch
+
+    import mtcheck
+
+    x = torch.ones(5, dtype=torch.float64)
+    rep = mtcheck.check(lambda x: torch.amax(x * 3), x)
+    assert rep.verdict is mtcheck.Verdict.ASSOCIATED
+    assert rep.exact_mode is False
+    assert rep.forward_matches_reverse is True

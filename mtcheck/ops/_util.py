@@ -41,9 +41,9 @@ def obj(x):
     """``x`` as an object array, keeping exact array subclasses (fixed point, verified floats)."""
     if isinstance(x, np.ndarray) and x.dtype == object:
         return x
-    from .._fixed import Fx
+    from .._fixed import Fx, Mod
 
-    if isinstance(x, Fx):
+    if isinstance(x, (Fx, Mod)):
         return x
     return np.asarray(x, dtype=object)
 
@@ -51,8 +51,11 @@ def obj(x):
 def lift_like(v, like):
     """A constant operand in the exact kind of the cotangent ``like``: converted to fixed point
     when ``like`` is, before any reshape (conversions of constants are cached per array)."""
-    from .._fixed import Fx, from_exact
+    from .._fixed import Fx, Mod, from_exact, mod_wrap, to_mod
 
+    if isinstance(like, Mod) and isinstance(v, np.ndarray) and not isinstance(v, Mod):
+        res, e, bits = to_mod(v, like.p)
+        return mod_wrap(res, like.p, e, bits)
     if isinstance(like, Fx) and isinstance(v, np.ndarray) and v.dtype == object and not isinstance(v, Fx):
         return from_exact(v)
     return v
@@ -60,8 +63,10 @@ def lift_like(v, like):
 
 def zeros_like_cot(shape, like):
     """Zeros of the same exact kind as the cotangent ``like`` (fixed point or rationals)."""
-    from .._fixed import Fx, zeros as fzeros
+    from .._fixed import Fx, Mod, mod_zeros, zeros as fzeros
 
+    if isinstance(like, Mod):
+        return mod_zeros(shape, like)
     if isinstance(like, Fx):
         return fzeros(shape, like.e)
     return zeros(shape)
@@ -129,7 +134,9 @@ def tan(x):
     from .._fastfloat import FT
     from .._support import Dep
 
-    if x is None or isinstance(x, (FT, Dep)):
+    from .._fixed import Mod
+
+    if x is None or isinstance(x, (FT, Dep, Mod)):
         return x
     return np.asarray(x, dtype=object)
 

@@ -26,12 +26,28 @@ def pool_out_size(L, k, s, p, d, ceil_mode):
 
 
 def sliding(spatial, kernel, stride, padding, dilation, ceil_mode=False):
-    """Windows over an N-d spatial grid.
+    """Windows over an N-d spatial grid (cached per geometry; the index array is read-only).
 
     Returns (out_spatial, idx) where idx has shape ``out_spatial + (prod(kernel),)``
     and holds flat indices into the spatial grid, or -1 for a position in the
     padding or past the end (ceil_mode).
     """
+    n = len(spatial)
+    key = (tuple(spatial), _tup(kernel, n), _tup(stride if stride else kernel, n), _tup(padding, n),
+           _tup(dilation, n), bool(ceil_mode))
+    hit = _SLIDING.get(key)
+    if hit is None:
+        if len(_SLIDING) > 256:
+            _SLIDING.clear()
+        hit = _SLIDING[key] = _sliding(*key)
+        hit[1].setflags(write=False)
+    return hit
+
+
+_SLIDING: dict = {}
+
+
+def _sliding(spatial, kernel, stride, padding, dilation, ceil_mode):
     n = len(spatial)
     kernel, stride = _tup(kernel, n), _tup(stride if stride else kernel, n)
     padding, dilation = _tup(padding, n), _tup(dilation, n)

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import Ctx, Disc, NotLipschitz, NotModelled, Rule, reject
 from .._exact import Q0, Q1, as_exact, from_tensor, matmul, q, zeros
-from ._util import add_t, bcast_tangent, exact_scalar, shape_of, tan
+from ._util import add_t, arg_grads, bcast_tangent, exact_scalar, shape_of, tan, unbroadcast
 
 
 def register_new(*names):
@@ -393,6 +393,20 @@ class MseLoss(Rule):
         B = g.shape[0]
         s = g.reshape(B, -1).sum(axis=1)
         return tan(s * (q(1) / d.size) if red == 1 and d.size else s)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        x, y = _lift(args[0], ctx), _lift(args[1], ctx)
+        d = np.asarray(x - y, dtype=object)
+        B = cot.shape[0]
+        red = self._red(args, kwargs)
+        c = cot if red == 0 else np.broadcast_to(cot.reshape((B,) + (1,) * d.ndim), (B,) + d.shape)
+        g = c * np.asarray(d * 2 if red != 1 or not d.size else d * (q(2) / d.size), dtype=object)[None]
+        out_g = {}
+        if isinstance(args[0], np.ndarray):
+            out_g[0] = unbroadcast(g, _shape(args[0]))
+        if isinstance(args[1], np.ndarray):
+            out_g[1] = unbroadcast(-g, _shape(args[1]))
+        return arg_grads(args, out_g)
 
 
 # ---------------------------------------------------------------- reductions with cases

@@ -218,18 +218,39 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     w, x = lift_like(w, cot), lift_like(x, cot)
     c = cot.reshape(B, N, OC, O).transpose(0, 1, 3, 2).reshape(B * N * O, OC)     # rows (b, n, o)
     wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                                 # (OC, K, Cg)
+    from .._fixed import Mod
+
+    # exact integers: only the windows whose cotangent is nonzero (after relu masks and max-pool
+    # selections most are zero) are multiplied and scattered; residues are cheap enough for all
+    rows = None
+    if not isinstance(c, Mod) and c.shape[0]:
+        live = np.asarray((c != 0).any(axis=1))
+        if live.mean() < 0.75:
+            rows = np.flatnonzero(live)
+            c = c[rows]
     parts = []
     for g in range(G):
         cg = c if G == 1 else c[:, g * OCg:(g + 1) * OCg]
-        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg)).reshape(B * N, O, K, Cg))
-    gcols = parts[0] if G == 1 else np.concatenate(parts, axis=3)               # (B*N, O, K, C)
-    gx = zeros_like_cot((B * N, S, C), gcols)
-    for k in range(K):
-        pos = flat[:, k]
-        ok = pos >= 0
-        if ok.any():
-            p = pos[ok]                                    # positions are distinct for a fixed offset k
-            gx[:, p, :] = gx[:, p, :] + gcols[:, ok, k, :]
+        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg)).reshape(-1, K, Cg))
+    gwin = parts[0] if G == 1 else np.concatenate(parts, axis=2)                # (windows, K, C)
+    gx = zeros_like_cot((B * N, S, C), gwin)
+    if isinstance(gwin, Mod):
+        # col2im on residues: one vectorized add per kernel offset (its positions are distinct)
+        g4 = gwin.reshape(B * N, O, K, C)
+        for k in range(K):
+            ok = flat[:, k] >= 0
+            if ok.any():
+                p = flat[ok, k]
+                gx[:, p, :] = gx[:, p, :] + g4[:, ok, k, :]
+        gx.bits = gwin.bits + max(K - 1, 0).bit_length()      # each entry sums at most K window entries
+    else:
+        win = np.arange(B * N * O) if rows is None else rows
+        bn, o = win // O, win % O
+        pos = flat[o]                                                            # (windows, K)
+        w_i, k_i = np.nonzero(pos >= 0)
+        if w_i.size:
+            # col2im: every window entry adds into its input position
+            np.add.at(gx, (bn[w_i], pos[w_i, k_i]), gwin[w_i, k_i, :])
     gx = gx.transpose(0, 2, 1).reshape((B, N, C) + tuple(sp))
     gw = None
     if want_w:

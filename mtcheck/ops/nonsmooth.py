@@ -17,6 +17,14 @@ def _lift(v, ctx, dtype=None):
     return exact_scalar(v, dtype if dtype is not None else ctx.dtype)
 
 
+def _mask(ctx, key, fn):
+    """A case mask of the forward values, computed once per evaluation (derivative passes reuse it)."""
+    m = ctx.aux.get(key)
+    if m is None:
+        m = ctx.aux[key] = np.asarray(fn())
+    return m
+
+
 def _elem_disc(label, x, a_pos, other, b_pos, out_shape, ctx):
     """Discriminants ``x - other`` elementwise (broadcast to ``out_shape``)."""
     xv = np.broadcast_to(x, out_shape).ravel()
@@ -48,10 +56,10 @@ class Relu(Rule):
         return [_elem_disc("relu", args[0], 0, Q0, None, args[0].shape, ctx)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return np.where((args[0] > 0)[None], targs[0], Q0)
+        return np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], targs[0], Q0)
 
     def vjp(self, ctx, args, kwargs, out, cot):
-        return arg_grads(args, {0: np.where((args[0] > 0)[None], cot, Q0)})
+        return arg_grads(args, {0: np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], cot, Q0)})
 
 
 @register("aten.leaky_relu.default", "aten.leaky_relu_.default")
@@ -70,11 +78,11 @@ class LeakyRelu(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         s = self._slope(ctx, args, kwargs)
-        return np.where((args[0] > 0)[None], targs[0], targs[0] * s)
+        return np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], targs[0], targs[0] * s)
 
     def vjp(self, ctx, args, kwargs, out, cot):
         s = self._slope(ctx, args, kwargs)
-        return arg_grads(args, {0: np.where((args[0] > 0)[None], cot, cot * s)})
+        return arg_grads(args, {0: np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], cot, cot * s)})
 
 
 @register("aten.threshold.default", "aten.threshold_.default")
@@ -94,11 +102,11 @@ class Threshold(Rule):
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         th = exact_scalar(args[1], ctx.dtype)
-        return np.where((args[0] > th)[None], targs[0], Q0)
+        return np.where(_mask(ctx, "above", lambda: args[0] > th)[None], targs[0], Q0)
 
     def vjp(self, ctx, args, kwargs, out, cot):
         th = exact_scalar(args[1], ctx.dtype)
-        return arg_grads(args, {0: np.where((args[0] > th)[None], cot, Q0)})
+        return arg_grads(args, {0: np.where(_mask(ctx, "above", lambda: args[0] > th)[None], cot, Q0)})
 
 
 
@@ -114,10 +122,10 @@ class Abs(Rule):
         return [_elem_disc("abs", args[0], 0, Q0, None, args[0].shape, ctx)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return np.where((args[0] < 0)[None], -targs[0], targs[0])
+        return np.where(_mask(ctx, "neg", lambda: args[0] < 0)[None], -targs[0], targs[0])
 
     def vjp(self, ctx, args, kwargs, out, cot):
-        return arg_grads(args, {0: np.where((args[0] < 0)[None], -cot, cot)})
+        return arg_grads(args, {0: np.where(_mask(ctx, "neg", lambda: args[0] < 0)[None], -cot, cot)})
 
 
 # ---------------------------------------------------------------- clamp family

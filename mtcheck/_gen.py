@@ -307,10 +307,20 @@ def _activation(draw, acts):
     return _nets.Layer("custom", {"name": name})
 
 
+FAMILIES = ("mlp", "cnn1d", "cnn2d", "ops")
+# the op layers by what they compute (campaign targets ``generated:<group>``)
+OP_GROUPS = {
+    "order": _nets.ORDER_OPS,                                        # sort, topk, kthvalue, median, cummax/min
+    "norms": _nets.NORM_OPS,                                         # vector_norm, cdist, pdist (p = 1, inf)
+    "index": _nets.INDEX_OPS,                                        # scatter_reduce, index_reduce, embedding_bag
+    "elementwise": (*_nets.BINARY_OPS, "prelu"),                     # fmax/fmin/maximum/minimum, clamp, prelu
+}
+
+
 def networks(*, families=("mlp", "cnn1d", "cnn2d"), max_layers: int = 6, max_width: int = 8,
              max_channels: int = 3, activations=_ACTS, pools: bool = True, reductions: bool = True,
              residual: bool = True, concat: bool = True, degenerate: bool = True, dtype: str = "float64",
-             weight_bits: int = 2, max_outputs: int = 8):
+             weight_bits: int = 2, max_outputs: int = 8, ops=False):
     """Random :class:`~mtcheck.nets.NetSpec` networks.
 
     Compositions of linear / conv1d / conv2d, the relu family (and any op registered with
@@ -320,15 +330,43 @@ def networks(*, families=("mlp", "cnn1d", "cnn2d"), max_layers: int = 6, max_wid
     duplicated rows/filters, the paper's ``W0 = (1, 1)`` stacking and zero biases. Every network
     has at least one nonsmooth layer (an activation is appended when the draws gave none).
     Networks shrink to fewer layers (any layer can be deleted) and to zero weights.
+
+    ``ops=True`` adds the layers of :data:`mtcheck.nets.OP_KINDS` (sort, topk, kthvalue, median,
+    cummax/cummin, vector norms and cdist/pdist with p in {1, inf}, scatter_reduce, index_reduce,
+    embedding_bag, fmax/fmin/maximum/minimum, clamp with tensor bounds, prelu), with the shapes
+    and constants each needs. The family ``"ops"`` (in ``families``) starts every network with
+    one of them, fed by the input or by an elementwise activation of it, where the tie-heavy
+    inputs (repeated values, zeros, constant patches) put their kinks on ties. ``ops`` may also be
+    a collection of kinds (or of the groups of :data:`OP_GROUPS`): only those op layers are drawn.
     """
     for a in activations:
         if a not in _ACTS and a not in _nets.registered_ops():
             raise ValueError(f"activation {a!r} is neither built in ({', '.join(_ACTS)}) nor registered "
                              "with mtcheck.nets.register_op")
+    for f in families:
+        if f not in FAMILIES:
+            raise ValueError(f"unknown family {f!r}; known: {', '.join(FAMILIES)}")
+    if "ops" in families and not ops:
+        ops = True
+    if ops is True:
+        ops = _nets.OP_KINDS
+    elif ops:
+        kinds = []
+        for o in ([ops] if isinstance(ops, str) else ops):
+            if o in OP_GROUPS:
+                kinds += OP_GROUPS[o]
+            elif o in _nets.OP_KINDS:
+                kinds.append(o)
+            else:
+                raise ValueError(f"unknown op layer {o!r}; known: {', '.join(_nets.OP_KINDS)} or the groups "
+                                 f"{', '.join(OP_GROUPS)}")
+        ops = tuple(dict.fromkeys(kinds))
+    else:
+        ops = ()
     cfg = dict(families=tuple(families), max_layers=max_layers, max_width=max_width, max_channels=max_channels,
                activations=tuple(activations), pools=pools, reductions=reductions, residual=residual,
                concat=concat, degenerate=degenerate, dtype=dtype, K=1 << weight_bits, exp=-weight_bits,
-               max_outputs=max_outputs)
+               max_outputs=max_outputs, ops=ops)
     return _net_strategy(cfg)
 
 
@@ -343,12 +381,30 @@ def _net_strategy(draw, cfg):
         shape = (1, draw(st.integers(1, max_width)))
     elif fam == "cnn1d":
         shape = (1, draw(st.integers(1, max_channels)), draw(st.integers(2, 12)))
+    elif fam == "ops":
+        shape = ((1, draw(st.integers(2, max_width))) if draw(st.integers(0, 2)) else
+                 (1, draw(st.integers(1, max_channels)), draw(st.integers(2, 6))))
     else:
         shape = (1, draw(st.integers(1, max_channels)), draw(st.integers(2, 8)), draw(st.integers(2, 8)))
     spec = _nets.NetSpec(shape, [], dtype)
     shapes = [shape]        # shapes[i + 1] = layer i's output; shapes[0] = the input
+    if fam == "ops":
+        # an op layer on the input, or on an elementwise activation of it (ties stay ties there)
+        if draw(st.integers(0, 2)) == 2:          # (shrinks to no activation)
+            spec = _nets.NetSpec(shape, [draw(_activation(tuple(activations)))], dtype)
+            shapes.append(shape)
+        for _ in range(8):
+            lay = draw(_op_layer(cfg, shapes[-1], shapes, len(spec.layers)))
+            if lay is None:
+                continue
+            trial = _nets.NetSpec(shape, spec.layers + [lay], dtype)
+            out = _out_shape(trial, shapes)
+            if out is not None and 0 not in out and int(np.prod(out)) <= 4096:
+                spec = trial
+                shapes.append(out)
+                break
     for i in range(max_layers):
-        if i and draw(st.integers(0, 4)) == 0:
+        if (i or fam == "ops") and draw(st.integers(0, 4)) == 0:
             break
         cur = shapes[-1]
         lay = draw(_layer(cfg, cur, shapes, len(spec.layers)))
@@ -415,7 +471,11 @@ def _layer(draw, cfg, cur, shapes, index):
               and s[0] == cur[0] and s[1] + cur[1] <= 2 * max(max_width, max_channels)]
     if concat and cat_ok:
         opts.append("cat")
+    if cfg.get("ops") and _op_options(cur, shapes, cfg["ops"]):
+        opts.append("op")
     kind = draw(st.sampled_from(opts))
+    if kind == "op":
+        return draw(_op_layer(cfg, cur, shapes, index))
     if kind == "linear":
         o = draw(st.integers(1, max_width))
         w = draw(_weights((o, cur[1]), K, exp, degenerate))
@@ -456,3 +516,118 @@ def _layer(draw, cfg, cur, shapes, index):
         j = draw(st.sampled_from(cat_ok))
         return _nets.Layer("cat", {"dim": 1}, [j - 1, index - 1])
     return None
+
+
+# ---------------------------------------------------------------- the other modelled ops (nets.OP_KINDS)
+
+_SLOPES = (0.25, 0.5, 0.125, -0.25, 0.0, 1.0)
+
+
+def _op_options(cur, shapes, allowed=None) -> list:
+    """Which op layers (kinds of :data:`mtcheck.nets.OP_KINDS`) fit a tensor of shape ``cur``."""
+    rank = len(cur)
+    last = cur[-1]
+    opts = []
+    if rank >= 2 and any(cur[d] >= 2 for d in range(1, rank)):
+        opts += [*_nets.ORDER_OPS, "vector_norm"]
+    if rank in (2, 3) and last >= 1:
+        opts += ["cdist", "pdist"]
+    if rank >= 2 and last >= 2:
+        opts += ["scatter_reduce", "index_reduce"]
+    if rank == 2 and cur[0] == 1 and any(cur[1] % D == 0 and cur[1] // D >= 2 for D in range(1, cur[1])):
+        opts.append("embedding_bag")
+    opts += [*_nets.BINARY_OPS, "prelu"]
+    return [o for o in opts if allowed is None or o in allowed]
+
+
+def _far_rows(draw, m, D, dtype_exp=0):
+    """Constant rows (m, D), each row one value, far from the values of small networks on tie-heavy
+    inputs (|x| <= 2, weights <= 1): every difference x - c then has one strict sign, what the exact
+    model of an inf-norm needs, and x - c ties where two entries of x tie."""
+    vals = []
+    used = set()
+    for _ in range(m):
+        v = draw(st.sampled_from([-64.0, -40.0, 40.0, 64.0]))
+        while v in used:
+            v = v * 2
+        used.add(v)
+        vals.append(v)
+    return _nets.encode_tensor(torch.tensor([[v] * D for v in vals], dtype=torch.float64))
+
+
+@st.composite
+def _op_layer(draw, cfg, cur, shapes, index):
+    """One layer of :data:`mtcheck.nets.OP_KINDS` that fits ``cur`` (None when none does)."""
+    opts = _op_options(cur, shapes, cfg.get("ops") or None)
+    if not opts:
+        return None
+    group = draw(st.sampled_from(opts))
+    rank = len(cur)
+    dims = [d for d in range(1, rank) if cur[d] >= 2] or [rank - 1]
+    if group in _nets.ORDER_OPS:
+        kind = group
+        dim = draw(st.sampled_from(dims))
+        n = cur[dim]
+        if kind == "sort":
+            return _nets.Layer(kind, {"dim": dim, "descending": draw(st.booleans())})
+        if kind == "topk":
+            return _nets.Layer(kind, {"k": draw(st.integers(1, n)), "dim": dim, "largest": draw(st.booleans())})
+        if kind == "kthvalue":
+            return _nets.Layer(kind, {"k": draw(st.integers(1, n)), "dim": dim, "keepdim": True})
+        if kind == "median":
+            return _nets.Layer(kind, {"dim": None if draw(st.integers(0, 3)) == 0 else dim, "keepdim": True})
+        return _nets.Layer(kind, {"dim": dim})
+    if group == "vector_norm":
+        # ord 1 only: the exact model of an inf-norm needs entries of one strict sign, which tie-heavy
+        # activations seldom are (it would refuse); inf-norms come through cdist/pdist against far rows
+        return _nets.Layer("vector_norm", {"ord": "1",
+                                           "dim": draw(st.sampled_from(dims)), "keepdim": True})
+    if group == "cdist":
+        p = draw(st.sampled_from(["inf", "1"]))
+        m = draw(st.integers(1, 3))
+        if p == "1" and draw(st.booleans()):
+            # p = 1: constants on the inputs' grid, so that differences are exactly 0 (its kink)
+            K = 8
+            nums = draw(st.lists(st.integers(-K, K), min_size=m * cur[-1], max_size=m * cur[-1]))
+            other = {"shape": [m, cur[-1]], "num": nums, "exp": -2}
+        else:
+            other = _far_rows(draw, m, cur[-1])
+        return _nets.Layer("cdist", {"p": p, "other": other})
+    if group == "pdist":
+        p = draw(st.sampled_from(["inf", "1"]))
+        rows_in = int(np.prod(cur[:-1]))
+        if p == "inf" and rows_in > 1:
+            p = "1"               # the input's own rows differ in both signs: refused by the inf-norm's model
+        m = draw(st.integers(1 if rows_in == 1 else 0, 2))
+        return _nets.Layer("pdist", {"p": p, "rows": _far_rows(draw, m, cur[-1]) if m else None})
+    if group in ("scatter_reduce", "index_reduce"):
+        L = cur[-1]
+        m = draw(st.integers(1, L - 1))
+        reds = ("amax", "amin", "amax", "amin", "sum", "mean", "prod") if group == "scatter_reduce" else \
+            ("amax", "amin", "amax", "amin", "mean", "prod")
+        idx = draw(st.lists(st.integers(0, m - 1), min_size=L, max_size=L))
+        return _nets.Layer(group, {"reduce": draw(st.sampled_from(reds)), "include_self": draw(st.booleans()),
+                                   "index": idx, "m": m,
+                                   "self_src": draw(st.sampled_from(["slice", "slice", "zeros"]))})
+    if group == "embedding_bag":
+        F_ = cur[1]
+        D = draw(st.sampled_from([d for d in range(1, F_) if F_ % d == 0 and F_ // d >= 2]))
+        rows = F_ // D
+        n = draw(st.integers(1, 5))
+        indices = draw(st.lists(st.integers(0, rows - 1), min_size=n, max_size=n))
+        cuts = sorted(set(draw(st.lists(st.integers(1, n), max_size=2))))
+        return _nets.Layer("embedding_bag", {"mode": draw(st.sampled_from(["max", "max", "sum", "mean"])),
+                                             "width": D, "indices": indices, "offsets": [0] + cuts})
+    if group in _nets.BINARY_OPS:
+        # the other operand(s): an earlier tensor of the same shape, or the current one itself
+        same = [j - 1 for j, s in enumerate(shapes) if tuple(s) == tuple(cur)]
+        kind = group
+        a = draw(st.sampled_from(same))
+        src = [index - 1, a] if draw(st.booleans()) else [a, index - 1]
+        if kind == "clamp_tensor" and draw(st.booleans()):
+            src.append(draw(st.sampled_from(same)))
+        return _nets.Layer(kind, {}, src)
+    # prelu: one slope, or one per channel (dim 1)
+    n = 1 if rank < 2 or draw(st.booleans()) else cur[1]
+    w = [draw(st.sampled_from(_SLOPES)) for _ in range(n)]
+    return _nets.Layer("prelu", {"weight": _nets.encode_tensor(torch.tensor(w, dtype=torch.float64))})

@@ -32,8 +32,90 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # the default campaign: the paper's examples, a small model zoo, and generated networks
 DEFAULT_TARGETS = ("zoo:paper-boustany", "zoo:paper-maxpool", "zoo:paper-max-xx", "zoo:paper-relu-w0",
-                   "zoo:mlp-small", "zoo:residual-cnn", "zoo:lenet-f32", "zoo:resnet-bn-f32", "generated")
+                   "zoo:mlp-small", "zoo:residual-cnn", "zoo:lenet-f32", "zoo:resnet-bn-f32", "generated",
+                   # networks that start with PyTorch's other modelled nonsmooth ops, one target per group
+                   # (mtcheck._gen.OP_GROUPS): where the property suite found PyTorch's real findings
+                   "generated:order", "generated:norms", "generated:index", "generated:elementwise")
 FINDING_VERDICTS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH")
+# a finding of its own kind: forward mode and reverse mode give different Jacobians (at a tie both may be
+# associated; they disagree). Keyed and shown apart from the wrong-gradient verdicts above.
+FORWARD_REVERSE = "FORWARD_REVERSE"
+
+
+def finding_of(rep, confirm=None):
+    """``(kind, ops)`` when the report is a finding, else None. ``kind`` is the bug verdict, or
+    ``FORWARD_REVERSE`` when the verdict passes but forward mode disagrees with reverse mode
+    (``confirm()``, when given, must agree: see :func:`forward_reverse_differ`);
+    ``ops``: the ATen ops of the tied nonsmooth nodes (of every nonsmooth node when none is tied)."""
+    v = str(rep.verdict)
+    if v in FINDING_VERDICTS:
+        kind = v
+    elif rep.forward_matches_reverse is False and (confirm is None or confirm()):
+        kind = FORWARD_REVERSE
+    else:
+        return None
+    pattern = rep.pattern or []
+    tied = {e.label.split("#")[0] for e in pattern if e.counts.get("tie", 0)}
+    every = {e.label.split("#")[0] for e in pattern}
+    # name the op the finding is about: the tied ops other than the elementwise activations that only
+    # put values on their kinks; else any such op of the program; else the activations themselves
+    ops = tied - _ELEMENTARY or every - _ELEMENTARY or tied or every or {"smooth"}
+    return kind, sorted(ops)
+
+
+def forward_reverse_differ(prog, inputs, rep, wrt=None) -> bool:
+    """Whether forward and reverse mode differ beyond rounding. In exact mode the report's exact
+    comparison stands; otherwise (a backward pass that rounds, as a 3-way tie's thirds do) the
+    forward Jacobian is computed again and compared within the report's tolerance, so that two
+    roundings of the same gradient (3 * (1/5) against 3/5) are not a finding."""
+    import numpy as np
+
+    if rep.exact_mode:
+        return True
+    if wrt is not None and not all(isinstance(i, int) for i in ([wrt] if isinstance(wrt, int) else wrt)):
+        return False
+    try:
+        from . import framework
+        from .trace import prepare_inputs, trace
+
+        leaves, w = prepare_inputs(list(inputs), wrt)
+        J_fwd, _ = framework.forward_jacobian(prog, trace(prog, leaves), w)
+    except Exception:  # noqa: BLE001 - not confirmed: no finding
+        return False
+    if J_fwd is None:
+        return False
+    J = np.asarray(rep.framework_jacobian, dtype=float)
+    rtol, atol = rep.tolerance or (1e-7, 1e-7)
+    return J_fwd.shape != J.shape or bool((np.abs(J_fwd - J) > atol + rtol * np.abs(J)).any())
+
+
+# nonsmooth ATen ops that a finding's key names only when nothing else is there
+_ELEMENTARY = frozenset(("relu", "leaky_relu", "hardtanh", "abs", "clamp", "threshold", "relu6"))
+
+
+def _check_options(target, cfg) -> dict:
+    """The keyword arguments of ``mtcheck.check`` for a target: generated networks are small,
+    so forward mode (the forward/reverse findings) always runs on them."""
+    return dict(neighbours=cfg.full, forward_mode=cfg.full or is_generated(target))
+
+
+def is_generated(target) -> bool:
+    """``generated`` (every layer kind) or ``generated:<group>`` (networks that start with one
+    of that group's op layers: order, norms, index, elementwise)."""
+    return isinstance(target, str) and (target == "generated" or target.startswith("generated:"))
+
+
+def _generated_networks(target):
+    from ._gen import OP_GROUPS
+    from .strategies import networks
+
+    if target == "generated":
+        return networks(families=("mlp", "cnn1d", "cnn2d", "ops"), ops=True)
+    group = target.partition(":")[2]
+    if group not in OP_GROUPS:
+        raise KeyError(f"unknown target {target!r}: the groups of generated networks are "
+                       f"{', '.join('generated:' + g for g in OP_GROUPS)}")
+    return networks(families=("ops",), ops=OP_GROUPS[group])
 
 
 @dataclass
@@ -51,6 +133,7 @@ class Config:
     full: bool = False            # also decide differentiable / Clarke / forward mode (slower)
     batch: int = 20               # hypothesis examples per exploration batch
     scheduler: str | None = None  # tcp://HOST:PORT of a Dask scheduler: run the batches there
+    wrt: object = None            # model (nn.Module) targets only: "parameters", "all", names (mtcheck.params)
 
 
 @dataclass
@@ -74,6 +157,22 @@ class Stats:
     batches_done: set = field(default_factory=set)   # Dask: numbers of the batches whose results were counted
     batches_cancelled: int = 0
     batch_failures: Counter = field(default_factory=Counter)
+    # per target and nonsmooth layer: examples tied exactly, only in float (rounding-induced), not at all
+    layer_ties: dict = field(default_factory=dict)   # target -> {(depth, node): Counter("exact"/"float"/"none")}
+
+    def add_layers(self, target: str, kinds) -> None:
+        per = self.layer_ties.setdefault(str(target), {})
+        for depth, node, tie in kinds:
+            per.setdefault((int(depth), str(node)), Counter())[tie] += 1
+
+    def layer_lines(self) -> list:
+        """Readable lines: per target and layer, how many examples tied exactly / only in float / not at all."""
+        out = []
+        for target, per in sorted(self.layer_ties.items()):
+            for (d, n), c in sorted(per.items()):
+                out.append(f"{target} depth {d} {n}: exact {c.get('exact', 0)}, float-only {c.get('float', 0)}, "
+                           f"none {c.get('none', 0)}")
+        return out
 
     def elapsed(self) -> float:
         return time.time() - self.started
@@ -91,6 +190,9 @@ class Stats:
             "verdicts": dict(self.verdicts), "distinct_strata": len(self.strata),
             "tie_kinds": {f"{k[0]}/{k[1]}": v for k, v in sorted(self.tie_kinds.items())},
             "deepest_tied_layer": self.deepest_tie,
+            "layer_ties": {t: [{"depth": d, "node": n, "exact": c.get("exact", 0), "float": c.get("float", 0),
+                                "none": c.get("none", 0)} for (d, n), c in sorted(per.items())]
+                           for t, per in sorted(self.layer_ties.items())},
             "since_last_new_pattern_s": round(time.time() - self.last_new, 3),
             "findings": [{"key": k, **v} for k, v in self.findings.items()],
             "errors": dict(self.errors),
@@ -154,6 +256,9 @@ def resolve_target(target: str, dtype=None, input_shape=None):
     from . import zoo
 
     dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if is_generated(target):
+        _generated_networks(target)              # validates the group; the networks are drawn per case
+        return None, (), target
     if target.startswith("zoo:"):
         name = target[4:]
         if name not in zoo.ZOO:
@@ -218,12 +323,14 @@ def case_strategy(target: str, cfg: Config):
     """A hypothesis strategy of (program, inputs, program_ref) for one target."""
     from hypothesis import strategies as st
 
-    if target == "generated":
-        from .strategies import networks, tie_inputs
+    if is_generated(target):
+        from .strategies import tie_inputs
+
+        nets_strategy = _generated_networks(target)
 
         @st.composite
         def gen(d):
-            spec = d(networks())
+            spec = d(nets_strategy)
             net = spec.build()
             x = d(tie_inputs(tuple(spec.input_shape), dtype=spec.torch_dtype))
             return net, (x,), spec
@@ -232,6 +339,22 @@ def case_strategy(target: str, cfg: Config):
     prog, inputs, ref = resolve_target(target, cfg.dtype, cfg.input_shape)
     parts = [_tie_tensor_strategy(tuple(x.shape), x.dtype) if x.is_floating_point() else st.just(x)
              for x in inputs]
+    if len(inputs) == 1 and inputs[0].is_floating_point():
+        # both kinds of tie at a drawn layer: an exact tie (deep_ties' synthesis) or a float-only,
+        # rounding-induced one (mtcheck.float_ties); the status counts them apart per layer
+        try:
+            from .float_ties import both_tie_kinds
+
+            import torch
+
+            x0 = inputs[0]
+            # float-only ties are ROUNDING_BRANCH findings: drawn for real-weight (below float64)
+            # targets, where they are the common kind; float64 targets get exact ties only
+            kinds = ("exact tie", "float-only tie") if x0.dtype != torch.float64 else ("exact tie",)
+            parts = [st.one_of(parts[0], *[both_tie_kinds(prog, shape=tuple(x0.shape), dtype=x0.dtype, kinds=(k,))
+                                           .map(lambda p: p[0]) for k in kinds])]
+        except Exception:  # noqa: BLE001 - the structured inputs alone
+            pass
     return st.tuples(*parts).map(lambda xs: (prog, tuple(xs), ref))
 
 
@@ -252,6 +375,16 @@ def _summarize(rep):
             depth = max(depth, i)
     sig = tuple((e.label.split("#")[0], tuple(sorted(e.counts.items()))) for e in (rep.pattern or []))
     return kinds, depth, hash(sig)
+
+
+def _layer_kinds(rep):
+    """[(depth, node, "exact" | "float" | "none")] for the report's nonsmooth layers."""
+    try:
+        from .float_ties import layer_tie_kinds
+
+        return [(e["depth"], e["node"], e["tie"]) for e in layer_tie_kinds(rep)]
+    except Exception:  # noqa: BLE001 - statistics never stop a campaign
+        return []
 
 
 _INITIALISED = False
@@ -282,13 +415,37 @@ def _worker_init():
     _INITIALISED = True
 
 
+SHRINK_SECONDS = 6.0     # shrinking one finding stops checking new examples after this long
+BATCH_SECONDS = 10.0     # a batch checks no new example after this long (a slow target cannot hold a worker)
+
+
+def _example_key(case):
+    """A hashable identity of one drawn case: the program (a NetSpec's JSON) and the input bits."""
+    prog, inputs, ref = case
+    name = ref.to_json() if hasattr(ref, "to_json") else str(ref)
+    return name, tuple((tuple(x.shape), str(x.dtype), x.detach().cpu().numpy().tobytes()) for x in inputs)
+
+
+def _first_found(group):
+    for e in getattr(group, "exceptions", ()):
+        if isinstance(e, _Found):
+            return e
+        inner = _first_found(e)
+        if inner is not None:
+            return inner
+    return None
+
+
 def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: False):
     """One hypothesis run of ``cfg.batch`` examples of ``target``; messages go to ``put``."""
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     import mtcheck
 
-    opts = dict(neighbours=cfg.full, forward_mode=cfg.full)
+    opts = _check_options(target, cfg)
+    first = []      # the batch's first finding kind and when it was found: shrinking keeps to that kind
+    seen = {}       # example -> its finding payload, to replay outcomes once shrinking's time is up
+    started = time.time()
 
     @settings(max_examples=cfg.batch, deadline=None, database=None, derandomize=False,
               phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
@@ -298,17 +455,32 @@ def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: Fal
         if stopped():
             return
         prog, inputs, ref = case
+        if first and time.time() - first[1] > SHRINK_SECONDS:
+            # shrinking's time is up: known examples keep their outcome (hypothesis replays the
+            # smallest failing one), new ones are not checked (so the shrinker stops soon)
+            k = _example_key(case)
+            if k in seen:
+                raise _Found(seen[k])
+            return
+        if not first and time.time() - started > BATCH_SECONDS:
+            return
         try:
-            rep = mtcheck.check(prog, *inputs, **opts)
+            rep = mtcheck.check(prog, *inputs, **_with_wrt(opts, cfg, prog))
         except mtcheck.CheckInputError as e:
             put(("error", wid, f"{type(e).__name__}: {str(e)[:200]}"))
             return
         kinds, depth, sig = _summarize(rep)
         put(("check", wid, str(rep.verdict), kinds, depth, sig))
-        if str(rep.verdict) in FINDING_VERDICTS:
-            ops = sorted({e.kind for e in rep.pattern if e.counts.get("tie", 0)} or {"smooth"})
-            raise _Found({"verdict": str(rep.verdict), "target": target, "ref": ref, "prog": prog,
-                          "inputs": inputs, "report": rep, "ops": ops})
+        put(("layers", wid, target, _layer_kinds(rep)))
+        found = finding_of(rep, lambda: forward_reverse_differ(prog, inputs, rep,
+                                                              _with_wrt(opts, cfg, prog).get("wrt")))
+        if found is not None and (not first or first[0] == found[0]):
+            if not first:
+                first[:] = [found[0], time.time()]
+            payload = {"verdict": found[0], "target": target, "ref": ref, "prog": prog,
+                       "inputs": inputs, "report": rep, "ops": found[1]}
+            seen[_example_key(case)] = payload
+            raise _Found(payload)
 
     prop = seed(rng.getrandbits(64))(prop)
     try:
@@ -316,6 +488,14 @@ def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: Fal
     except _Found as f:
         p = f.payload
         put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg)))
+    except BaseExceptionGroup as g:
+        # hypothesis' FlakyFailure (a shrunk example that did not fail again): keep the finding
+        found = _first_found(g)
+        if found is None:
+            put(("error", wid, f"{target}: {type(g).__name__}: {str(g)[:200]}"))
+        else:
+            p = found.payload
+            put(("finding", wid, p["target"], p["verdict"], p["ops"], _serial_case(p, cfg)))
     except Exception as e:  # noqa: BLE001 - a broken strategy or program must not kill the campaign
         put(("error", wid, f"{target}: {type(e).__name__}: {str(e)[:200]}"))
 
@@ -337,7 +517,17 @@ def _worker(wid: int, cfg: Config, out: "mp.Queue", stop: "mp.Event"):
             if not cfg.targets:
                 return
             continue
-        _run_batch(target, cfg, strategies[target], rng, out.put, wid, stop.is_set)
+        found = []
+
+        def put(msg, found=found):
+            if msg and msg[0] == "finding":
+                found.append(msg)
+            out.put(msg)
+
+        _run_batch(target, cfg, strategies[target], rng, put, wid, stop.is_set)
+        if found and cfg.stop_on_failure:
+            stop.wait()     # stop at the first failure: do not race the main process into a second one
+            return
 
 
 # ------------------------------------------------------------------------------ Dask workers
@@ -378,13 +568,23 @@ def _dask_batch(cfg: Config, number: int) -> dict:
     return {"number": number, "worker": wid, "messages": msgs}
 
 
+def _with_wrt(opts, cfg, prog) -> dict:
+    """The check options with ``cfg.wrt`` (``mtcheck fuzz --wrt``) for a model target; function
+    targets keep their inputs."""
+    import torch
+
+    if getattr(cfg, "wrt", None) is not None and isinstance(prog, torch.nn.Module):
+        return {**opts, "wrt": cfg.wrt}
+    return opts
+
+
 def _serial_case(p, cfg):
     """The finding as a corpus Case (pickled only over the worker pipe, never to disk)."""
     from .corpus import case_from_report
 
     ref = p["ref"]
     return case_from_report(ref, p["inputs"], p["report"], seed=cfg.seed, program=p["prog"],
-                            options=dict(neighbours=cfg.full, forward_mode=cfg.full),
+                            options=_with_wrt(_check_options(p["target"], cfg), cfg, p["prog"]),
                             origin={"campaign": "mtcheck fuzz", "target": p["target"]})
 
 
@@ -420,7 +620,7 @@ class Campaign:
             if key:
                 self.stats.findings.setdefault(key, {"path": str(path), "count": int(origin.get("count", 1)),
                                                      "verdict": case.verdict, "program": case.label,
-                                                     "previous_run": True})
+                                                     "kind": case.finding_kind, "previous_run": True})
         if self.cfg.stats and self.cfg.stats.exists():
             try:
                 prev = json.loads(self.cfg.stats.read_text())
@@ -441,9 +641,14 @@ class Campaign:
         if f is not None:
             f["count"] += 1
             return False
-        case = dataclasses.replace(case, origin={**case.origin, "finding_key": key, "count": 1})
+        fkind = "forward_reverse" if verdict == FORWARD_REVERSE else (
+            "rounding" if verdict == "ROUNDING_BRANCH" else "wrong_gradient")
+        case = dataclasses.replace(case, origin={**case.origin, "finding_key": key, "count": 1,
+                                                 "finding_kind": fkind})
         path = save_case(self.cfg.corpus, case)
-        self.stats.findings[key] = {"path": str(path), "count": 1, "verdict": verdict, "program": case.label}
+        shown = f"forward != reverse ({case.verdict})" if verdict == FORWARD_REVERSE else verdict
+        self.stats.findings[key] = {"path": str(path), "count": 1, "verdict": shown, "program": case.label,
+                                    "kind": fkind}
         _plot_finding(case)
         return True
 
@@ -469,6 +674,8 @@ class Campaign:
                 new = True
             if new:
                 s.last_new = time.time()
+        elif kind == "layers":
+            s.add_layers(msg[2], msg[3])
         elif kind == "finding":
             _, _, target, verdict, ops, case = msg
             self._on_finding(target, verdict, ops, case)

@@ -93,10 +93,28 @@ class Case:
     path: Path | None = field(default=None, compare=False, repr=False)
     traced: Any = None                  # a mtcheck.program.Program: the program itself, replayable without imports
     certificate: dict | None = None     # the check's certificate (JSON-able), verified again on replay
+    fixed_in: dict | None = None        # {"torch": X, "verdict": ...}: the finding is fixed from torch X on
 
     @builtins.property
     def verdict(self) -> str:
         return self.expected.get("verdict", "UNKNOWN")
+
+    @builtins.property
+    def finding_kind(self) -> str | None:
+        """What the case records: ``"wrong_gradient"`` (a bug verdict), ``"forward_reverse"`` (forward
+        mode disagrees with reverse mode, whatever the verdict: a finding of its own kind),
+        ``"rounding"`` (ROUNDING_BRANCH), or None (a passing case). Written by the campaign as
+        ``origin["finding_kind"]``; derived from the expectation for older cases."""
+        k = (self.origin or {}).get("finding_kind")
+        if k:
+            return str(k)
+        if self.verdict in _BUGS:
+            return "wrong_gradient"
+        if self.expected.get("forward_matches_reverse") is False:
+            return "forward_reverse"
+        if self.verdict == "ROUNDING_BRANCH":
+            return "rounding"
+        return None
 
     @builtins.property
     def case_id(self) -> str:
@@ -127,6 +145,15 @@ class Case:
         return dataclasses.replace(self, expected=expectation(report), versions=_versions(), path=self.path,
                                    certificate=_json_certificate(report), schema=SCHEMA_VERSION)
 
+    def marked_fixed(self, report) -> "Case":
+        """This case marked "fixed in torch X" (X: the running torch) by ``report``, a passing check of it.
+        The recorded finding is kept: an older torch still replays it as a known finding."""
+        import torch
+
+        return dataclasses.replace(self, path=self.path, fixed_in={
+            "torch": torch.__version__, "verdict": str(report.verdict), "summary": report.summary(),
+            "certificate_ok": getattr(report, "certificate_ok", None), "recorded_torch": self.versions.get("torch")})
+
 
 @dataclass
 class ReplayResult:
@@ -138,6 +165,8 @@ class ReplayResult:
     report: Any = None
     source: str = ""                # how the program was rebuilt: 'zoo', 'net', 'import', 'traced'
     certificate: str = ""           # 'ok', 'none', 'failed: ...', 'not verified: ...'
+    fixed_in: str = ""              # status 'fixed': the torch version from which the finding is gone
+    marked: bool = False            # status 'fixed': the case already records it (its 'fixed_in' field)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -192,6 +221,8 @@ def save_case(directory, case: Case) -> Path:
     }
     if traced_doc is not None:
         doc["traced"] = traced_doc
+    if case.fixed_in is not None:
+        doc["fixed_in"] = case.fixed_in
     if case.certificate is not None:
         blob = json.dumps(case.certificate, sort_keys=True, separators=(",", ":")).encode()
         if len(blob) > CERT_INLINE_MAX:
@@ -304,11 +335,16 @@ def load_case(path) -> Case:
         except ProgramError as e:
             raise CorpusError(path, f"its traced program cannot be read ({e})") from None
     certificate = _load_certificate(path, doc.get("certificate"))
+    fixed_in = doc.get("fixed_in")
+    if fixed_in is not None and not (isinstance(fixed_in, dict) and isinstance(fixed_in.get("torch"), str)
+                                     and fixed_in.get("verdict") in _VERDICTS):
+        raise CorpusError(path, "field 'fixed_in' must be an object with 'torch' (a version) and 'verdict' "
+                                "(corrupt case)")
     return Case(program=doc["program"], inputs=inputs, dtype=doc["dtype"], expected=doc["expected"],
                 weights=weights, property=doc.get("property", PROPERTY), options=opts,
                 seed=int(doc.get("seed", 0)), training=bool(doc.get("training", False)),
                 versions=doc.get("versions") or {}, origin=doc.get("origin") or {}, schema=ver, path=path,
-                traced=traced, certificate=certificate)
+                traced=traced, certificate=certificate, fixed_in=fixed_in)
 
 
 def _load_certificate(path: Path, ref):
@@ -419,13 +455,17 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
         fl = [t.dtype for t in inputs if t.is_floating_point()]
         dtype = fl[0] if fl else torch.float64
     opts = {k: v for k, v in (options or {}).items() if k in _CHECK_OPTIONS}
+    named_wrt = False
     if "wrt" in opts and opts["wrt"] is not None:
-        opts["wrt"] = [int(i) for i in ([opts["wrt"]] if isinstance(opts["wrt"], int) else opts["wrt"])]
+        opts["wrt"], named_wrt = _wrt_json(opts["wrt"])
     origin = dict(origin or {})
     prog_traced = None
     if traced is None:
         traced = program is not None and prog["kind"] in ("import", "traced")
-    if traced and program is not None:
+    if traced and program is not None and named_wrt:
+        # the traced program is a function of the inputs; a check w.r.t. parameters needs the module
+        origin["traced"] = "not stored: the check is with respect to parameters (wrt names them)"
+    elif traced and program is not None:
         from .program import ProgramError, record
 
         try:
@@ -440,6 +480,18 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
     return Case(program=prog, inputs=inputs, dtype=_dtype_name(dtype), expected=expectation(report),
                 weights=weights, options=opts, seed=int(seed), training=training, versions=_versions(),
                 origin=origin, traced=prog_traced, certificate=_json_certificate(report))
+
+
+def _wrt_json(wrt):
+    """``(wrt as JSON data, names parameters?)``: input positions as ints; the named forms of
+    :mod:`mtcheck.params` ("parameters", "inputs", "all", parameter names) as strings."""
+    import numbers
+
+    if isinstance(wrt, str):
+        return wrt, True
+    items = [wrt] if isinstance(wrt, numbers.Integral) else list(wrt)
+    out = [w if isinstance(w, str) else int(w) for w in items]
+    return out, any(isinstance(w, str) for w in out)
 
 
 def _program_name(fn) -> str:
@@ -683,7 +735,9 @@ def replay_case(case: Case, *, trust_imports: bool = False) -> ReplayResult:
     the verdict with the recorded one; verify the recorded certificate again.
 
     ``status``: ``reproduces``, ``changed``, ``error`` (cannot be built or checked, or its
-    certificate fails verification) or ``needs-trust`` (not run: see :func:`resolve_program`)."""
+    certificate fails verification), ``needs-trust`` (not run: see :func:`resolve_program`) or
+    ``fixed`` (a recorded finding that no longer reproduces in a newer torch, or a case marked
+    ``fixed_in`` that passes as marked: "fixed in torch X", not a failure; see :func:`_fixed_outcome`)."""
     from . import check
 
     old = case.verdict
@@ -709,10 +763,65 @@ def replay_case(case: Case, *, trust_imports: bool = False) -> ReplayResult:
     cert, cert_fail = _certificate_status(case, rep)
     if cert_fail:
         return ReplayResult("error", old, new, f"{case.path}: {cert_fail}", case, rep, source, cert)
+    fixed = _fixed_outcome(case, rep, source, cert)
+    if fixed is not None:
+        return fixed
+    if new == old and case.finding_kind == "forward_reverse" and rep.forward_matches_reverse is not False:
+        return ReplayResult("changed", old, new, f"{case.path}: forward mode no longer disagrees with reverse mode "
+                                                 f"for {case.label} (recorded: they differ; now: "
+                                                 f"{rep.forward_matches_reverse}); verdict {new}", case, rep, source,
+                            cert)
     if new == old:
-        what = "still reproduces (a known finding)" if old in _BUGS else "reproduces"
+        what = ("still reproduces (a known finding)" if old in _BUGS else
+                "still reproduces (forward mode != reverse mode)" if case.finding_kind == "forward_reverse" else
+                "reproduces")
         return ReplayResult("reproduces", old, new, f"{case.path}: {what}: {new}", case, rep, source, cert)
     return ReplayResult("changed", old, new, changed_text(case, rep), case, rep, source, cert)
+
+
+def _torch_release(v) -> tuple | None:
+    """(major, minor, patch) of a torch version string such as '2.14.1+cu130' or '2.13.0+cpu'."""
+    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(v or ""))
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def _fixed_outcome(case: Case, rep, source, cert):
+    """A ``fixed`` result ("fixed in torch X", not a failure), a ``changed`` one for a fixed finding
+    that is back, or None (the ordinary comparison with the recorded verdict decides).
+
+    - A case marked ``fixed_in`` torch X, replayed under torch >= X: passing with the verdict the
+      mark records is ``fixed``; anything else is ``changed`` (with the bug back: a regression).
+      Under an older torch the recorded finding is expected, as for an unmarked case.
+    - An unmarked case whose recorded finding (a bug verdict) no longer reproduces, under a torch
+      release newer than the one that recorded it, with a passing verdict and a certificate that
+      verifies: ``fixed`` in the running torch (mark it: ``mtcheck replay --mark-fixed``)."""
+    import torch
+
+    old, new, now = case.verdict, str(rep.verdict), torch.__version__
+    rec = case.versions.get("torch")
+    cur_rel = _torch_release(now)
+    if case.fixed_in is not None:
+        fx = case.fixed_in.get("torch")
+        fx_rel = _torch_release(fx)
+        if cur_rel is None or fx_rel is None or cur_rel < fx_rel:
+            return None
+        if new == case.fixed_in.get("verdict"):
+            return ReplayResult("fixed", old, new, f"{case.path}: fixed in torch {fx} (recorded {old} with torch "
+                                                   f"{rec or '?'}; now {new} with torch {now}; marked in the case)",
+                                case, rep, source, cert, fixed_in=str(fx), marked=True)
+        what = (f"the finding is back: marked fixed in torch {fx}, it reproduces again with torch {now} "
+                "(a regression)" if new == old else f"marked fixed in torch {fx} with verdict "
+                                                    f"{case.fixed_in.get('verdict')}, now {new} with torch {now}")
+        return ReplayResult("changed", old, new, f"{case.path}: {what}\n" + changed_text(case, rep), case, rep,
+                            source, cert)
+    rec_rel = _torch_release(rec)
+    if (old in _BUGS and new in ("SMOOTH_OK", "ASSOCIATED") and getattr(rep, "certificate_ok", True) is not False
+            and rec_rel is not None and cur_rel is not None and cur_rel > rec_rel):
+        return ReplayResult("fixed", old, new, f"{case.path}: fixed in torch {now}: recorded {old} with torch {rec}, "
+                                               f"now {new} (not a failure; record it in the case with "
+                                               "`mtcheck replay --mark-fixed` or pytest --mtcheck-update-corpus)",
+                            case, rep, source, cert, fixed_in=now, marked=False)
+    return None
 
 
 def _certificate_status(case: Case, rep):

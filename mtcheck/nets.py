@@ -21,6 +21,24 @@ Layer kinds (``Layer.kind``) and their parameters (``Layer.params``):
 ``cat``                two or more sources, ``dim``
 ``flatten``            ``start_dim``
 ``custom``             ``name``: an elementwise op registered with :func:`register_op`
+``sort``               ``dim``, ``descending`` (values only)
+``topk``               ``k``, ``dim``, ``largest`` (values only)
+``kthvalue``           ``k``, ``dim``, ``keepdim`` (values only)
+``median``             ``dim`` (an int, or None: the median of all entries, as shape (1, 1)), ``keepdim``
+``cummax``/``cummin``  ``dim`` (values only)
+``vector_norm``        ``ord`` (``"1"``, ``"inf"`` or ``"-inf"``), ``dim``, ``keepdim``
+``cdist``              ``p`` (``"1"``/``"inf"``), ``other``: the constant second operand (M, D)
+``pdist``              ``p``, ``rows``: constant rows (M, D) stacked under the input's rows (or None);
+                       the input's rows are its last dim; output (1, pairs)
+``scatter_reduce``     ``reduce`` (amax/amin/sum/mean/prod), ``include_self``, ``index`` (ints, the
+                       length of the last dim), ``m``: self is the input's first ``m`` entries of the
+                       last dim (``self_src``: ``"slice"``) or zeros (``"zeros"``)
+``index_reduce``       ``reduce`` (amax/amin/mean/prod), ``include_self``, ``index``, ``m``: as scatter_reduce
+``embedding_bag``      ``mode`` (max/sum/mean), ``width`` D: the input (batch 1) read as a table of rows of
+                       width D; ``indices``, ``offsets`` (ints); output (1, bags * D)
+``fmax``/``fmin``/``maximum``/``minimum``  two sources (elementwise, same shape)
+``clamp_tensor``       sources ``[x, lo]`` or ``[x, lo, hi]``: ``torch.clamp(x, lo, hi)`` with tensor bounds
+``prelu``              ``weight`` (one slope, or one per channel): a parameter
 =====================  =====================================================================
 
 Every layer reads ``Layer.src``: ``-1`` is the network input, ``i >= 0`` layer ``i``'s output
@@ -30,6 +48,7 @@ Every layer reads ``Layer.src``: ``-1`` is the network input, ``i >= 0`` layer `
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["NetSpec", "Layer", "Dyadic", "register_op", "registered_ops", "encode_tensor", "decode_tensor",
-           "LAYER_KINDS", "NONSMOOTH_KINDS"]
+           "LAYER_KINDS", "NONSMOOTH_KINDS", "OP_KINDS"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -46,9 +65,15 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.
 ACTIVATIONS = ("relu", "leaky_relu", "hardtanh", "relu6", "clamp", "abs")
 POOLS = ("max_pool1d", "max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d")
 REDUCTIONS = ("amax", "amin", "max", "min")
+# the ops that compose PyTorch's other modelled nonsmooth primitives (issue 11, part 5)
+ORDER_OPS = ("sort", "topk", "kthvalue", "median", "cummax", "cummin")
+NORM_OPS = ("vector_norm", "cdist", "pdist")
+INDEX_OPS = ("scatter_reduce", "index_reduce", "embedding_bag")
+BINARY_OPS = ("fmax", "fmin", "maximum", "minimum", "clamp_tensor")
+OP_KINDS = (*ORDER_OPS, *NORM_OPS, *INDEX_OPS, *BINARY_OPS, "prelu")
 LAYER_KINDS = ("linear", "conv1d", "conv2d", *ACTIVATIONS, *POOLS, *REDUCTIONS, "add", "cat", "flatten",
-               "custom")
-NONSMOOTH_KINDS = frozenset((*ACTIVATIONS, *POOLS, *REDUCTIONS, "custom"))
+               "custom", *OP_KINDS)
+NONSMOOTH_KINDS = frozenset((*ACTIVATIONS, *POOLS, *REDUCTIONS, "custom", *OP_KINDS))
 
 # name -> callable(tensor) -> tensor; elementwise ops users plant in generated networks
 _CUSTOM: dict[str, Callable] = {}
@@ -283,6 +308,27 @@ def _describe_layer(lay: Layer, i: int, spec: NetSpec) -> str:
         return f"add{list(lay.src)}"
     if k == "custom":
         return f"{p['name']}" + src
+    if k in ("sort", "cummax", "cummin"):
+        return f"{k}(dim={p['dim']}{', desc' if p.get('descending') else ''})" + src
+    if k == "topk":
+        return f"topk(k={p['k']}, dim={p['dim']}{'' if p.get('largest', True) else ', smallest'})" + src
+    if k in ("kthvalue", "median"):
+        return f"{k}({'k=%s, ' % p['k'] if k == 'kthvalue' else ''}dim={p.get('dim')})" + src
+    if k == "vector_norm":
+        return f"vector_norm(ord={p['ord']}, dim={p['dim']})" + src
+    if k == "cdist":
+        return f"cdist(p={p['p']}, const {p['other']['shape'][0]} rows)" + src
+    if k == "pdist":
+        return f"pdist(p={p['p']}{', +%d const rows' % p['rows']['shape'][0] if p.get('rows') else ''})" + src
+    if k in ("scatter_reduce", "index_reduce"):
+        return (f"{k}({p['reduce']}, include_self={bool(p.get('include_self', True))}, "
+                f"self={p.get('self_src', 'slice')}[:{p['m']}])") + src
+    if k == "embedding_bag":
+        return f"embedding_bag({p['mode']}, width {p['width']}, {len(p['offsets'])} bags)" + src
+    if k in BINARY_OPS:
+        return f"{k}{list(lay.src) if lay.src is not None else ''}"
+    if k == "prelu":
+        return f"prelu({len(p['weight']['num'])} slope{'s' if len(p['weight']['num']) > 1 else ''})" + src
     return k + src
 
 
@@ -321,6 +367,34 @@ class _Affine(nn.Module):
         return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}"
 
 
+class _Const(nn.Module):
+    """A constant operand (cdist's second operand, pdist's extra rows): a buffer, not a parameter,
+    and not in the state_dict (the spec holds it exactly)."""
+
+    def __init__(self, value):
+        super().__init__()
+        if value is not None:
+            self.register_buffer("value", value, persistent=False)
+        else:
+            self.value = None
+
+
+_P = {"1": 1.0, "2": 2.0, "inf": math.inf, "-inf": -math.inf}
+
+
+def _p_value(v) -> float:
+    """A norm order stored in JSON: ``"1"``, ``"inf"``, ``"-inf"`` (or a number)."""
+    return _P[v] if isinstance(v, str) else float(v)
+
+
+def _index_tensor(idx, like, dim=-1):
+    """The stored index (one int per entry of ``like``'s last dim) broadcast to ``like``'s shape."""
+    i = torch.tensor([int(v) for v in idx], dtype=torch.long)
+    shape = [1] * like.ndim
+    shape[dim] = i.numel()
+    return i.reshape(shape).expand(like.shape).contiguous()
+
+
 class GeneratedNet(nn.Module):
     """The module a :class:`NetSpec` builds. Parameters hold the stored dyadic weights."""
 
@@ -332,6 +406,10 @@ class GeneratedNet(nn.Module):
     @staticmethod
     def _module_for(lay: Layer, dtype) -> nn.Module:
         p = lay.params
+        if lay.kind == "prelu":
+            return _Affine(decode_tensor(p["weight"], dtype), None)
+        if lay.kind in ("cdist", "pdist"):
+            return _Const(decode_tensor(p.get("other" if lay.kind == "cdist" else "rows"), dtype))
         if lay.kind not in ("linear", "conv1d", "conv2d"):
             return nn.Identity()
         return _Affine(decode_tensor(p["weight"], dtype), decode_tensor(p.get("bias"), dtype))
@@ -381,6 +459,8 @@ class GeneratedNet(nn.Module):
             return torch.cat(xs, dim=p.get("dim", 1))
         if k == "flatten":
             return torch.flatten(x, p.get("start_dim", 1))
+        if k in OP_KINDS:
+            return _apply_op(k, p, mod, xs)
         if k == "custom":
             fn = _CUSTOM.get(p["name"])
             if fn is None:
@@ -400,3 +480,53 @@ class GeneratedNet(nn.Module):
 
     def extra_repr(self) -> str:
         return self.spec.describe()
+
+
+def _apply_op(k: str, p: dict, mod: nn.Module, xs: list):
+    """The layers of :data:`OP_KINDS` (PyTorch's other modelled nonsmooth ops)."""
+    x = xs[0]
+    if k == "sort":
+        return torch.sort(x, dim=p["dim"], descending=bool(p.get("descending", False)))[0]
+    if k == "topk":
+        return torch.topk(x, int(p["k"]), dim=p["dim"], largest=bool(p.get("largest", True)))[0]
+    if k == "kthvalue":
+        return torch.kthvalue(x, int(p["k"]), dim=p["dim"], keepdim=bool(p.get("keepdim", True)))[0]
+    if k == "median":
+        if p.get("dim") is None:
+            return torch.median(x).reshape(1, 1)
+        return torch.median(x, dim=p["dim"], keepdim=bool(p.get("keepdim", True)))[0]
+    if k == "cummax":
+        return torch.cummax(x, p["dim"])[0]
+    if k == "cummin":
+        return torch.cummin(x, p["dim"])[0]
+    if k == "vector_norm":
+        return torch.linalg.vector_norm(x, _p_value(p["ord"]), dim=p["dim"], keepdim=bool(p.get("keepdim", True)))
+    if k == "cdist":
+        # x (1, D) or (1, P, D) against the constant rows (M, D): (1, M) or (1, P, M)
+        return torch.cdist(x, mod.value if x.ndim == 2 else mod.value.unsqueeze(0), _p_value(p["p"]))
+    if k == "pdist":
+        rows = x.reshape(-1, x.shape[-1])
+        if mod.value is not None:
+            rows = torch.cat([rows, mod.value])
+        return F.pdist(rows, _p_value(p["p"])).reshape(1, -1)
+    if k in ("scatter_reduce", "index_reduce"):
+        m = int(p["m"])
+        base = x[..., :m] if p.get("self_src", "slice") == "slice" else x.new_zeros(x.shape[:-1] + (m,))
+        if k == "scatter_reduce":
+            return base.scatter_reduce(-1, _index_tensor(p["index"], x), x, p["reduce"],
+                                       include_self=bool(p.get("include_self", True)))
+        idx = torch.tensor([int(v) for v in p["index"]], dtype=torch.long)
+        return base.index_reduce(x.ndim - 1, idx, x, p["reduce"], include_self=bool(p.get("include_self", True)))
+    if k == "embedding_bag":
+        D = int(p["width"])
+        table = x.reshape(-1, D)
+        out = F.embedding_bag(torch.tensor([int(v) for v in p["indices"]], dtype=torch.long), table,
+                              torch.tensor([int(v) for v in p["offsets"]], dtype=torch.long), mode=p["mode"])
+        return out.reshape(1, -1)
+    if k in ("fmax", "fmin", "maximum", "minimum"):
+        return getattr(torch, k)(xs[0], xs[1])
+    if k == "clamp_tensor":
+        return torch.clamp(xs[0], xs[1], xs[2] if len(xs) > 2 else None)
+    if k == "prelu":
+        return F.prelu(x, mod.weight)
+    raise ValueError(f"unknown layer kind {k!r}")

@@ -23,6 +23,8 @@ one of its checks gives a decided verdict.
 Use::
 
     python properties/opinfo_sweep.py --max-ops 0 --output opinfo.json    # or: mtcheck opinfo
+    mtcheck opinfo --output opinfo.json --corpus opinfo-corpus           # + every finding as a corpus case
+    mtcheck opinfo --cases-from opinfo.json --corpus opinfo-corpus       # the cases of a saved sweep only
     from opinfo_sweep import sweep; res = sweep(ops=["dot", "mean"])
 
 The summary line reads ``decided X/Y ops (Z%), N internal crashes``.
@@ -336,7 +338,7 @@ def _samples(op, rng_seed=0):
     return out
 
 
-def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0) -> dict:
+def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0, clarke: bool = True) -> dict:
     """Every check of one op, within ``budget`` seconds (wall clock)."""
     import torch
 
@@ -408,6 +410,11 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
             row["checks"].append({"sample": i, "strategy": st, "shapes": b.shapes, "outcome": "timeout",
                                   "why": f"the op's budget of {budget:g} s ran out"})
             row["budget_exhausted"] = True
+        if clarke and not row.get("budget_exhausted"):
+            try:
+                _clarke_of(row, dict(bounds))
+            except _Timeout:
+                row["clarke_reason"] = "the op's budget ran out"
     finally:
         if old is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -415,6 +422,67 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
     row["seconds"] = round(time.perf_counter() - t0, 2)
     _summarise(row)
     return row
+
+
+CLARKE_MAX_INPUTS = 64      # the Clarke column: tie checks with at most this many input entries (what the
+                            # checker's enumeration of neighbouring strata handles: mtcheck.checker.SMALL_N)
+
+
+def _scalarised(fn):
+    """``fn`` composed with a fixed generic dyadic linear functional of its float outputs."""
+    def g(*xs):
+        import torch
+        import torch.utils._pytree as pytree
+
+        outs = [o.reshape(-1) for o in pytree.tree_leaves(fn(*xs))
+                if isinstance(o, torch.Tensor) and o.is_floating_point()]
+        if not outs:
+            raise _NoFloatOutput()
+        flat = torch.cat(outs)
+        w = torch.arange(1, flat.numel() + 1, dtype=flat.dtype) * 0.125 + 1.0
+        w = torch.where(torch.arange(flat.numel()) % 2 == 0, w, -w / 2)
+        return (flat * w).sum()
+
+    return g
+
+
+class _NoFloatOutput(Exception):
+    pass
+
+
+def _clarke_of(row, bounds):
+    """``row["clarke"]``: for the smallest exact, associated tie check of the op, whether the gradient of a
+    generic linear functional of the outputs is a Clarke subgradient (neighbouring strata enumerated)."""
+    import mtcheck
+
+    cands = [c for c in row["checks"] if c.get("outcome") == "verdict" and c.get("tie") and c.get("exact")
+             and c.get("verdict") in ("ASSOCIATED", "SMOOTH_OK") and c.get("n_inputs")
+             and c["n_inputs"] <= CLARKE_MAX_INPUTS and c.get("sample") in bounds]
+    if not cands:
+        ties = [c for c in row["checks"] if c.get("tie")]
+        if ties:
+            row["clarke_reason"] = (f"no exact associated tie check with at most {CLARKE_MAX_INPUTS} inputs (smallest: "
+                                    f"{min(c.get('n_inputs') or 0 for c in ties)})")
+        return
+    c = min(cands, key=lambda c: c["n_inputs"])
+    b = bounds[c["sample"]]
+    moved = move(c["strategy"], b.tensors, b.kinks)
+    xs = [_as_view(x, g) for x, g in zip(moved, b.views or [None] * len(moved))]
+    try:
+        rep = mtcheck.check(_scalarised(b.fn), *xs, neighbours=True, forward_mode=False, wrt=b.wrt, max_pieces=16)
+    except _Timeout:
+        raise
+    except _NoFloatOutput:
+        row["clarke_reason"] = "no floating-point output"
+        return
+    except Exception as e:  # noqa: BLE001 - the column says why
+        row["clarke_reason"] = f"{type(e).__name__}: {str(e)[:60]}"
+        return
+    row["clarke_check"] = {"sample": c["sample"], "strategy": c["strategy"]}
+    if rep.clarke is None or not rep.exact_mode:
+        row["clarke_reason"] = (rep.reasons.get("Clarke", "") or "not exact")[:80]
+        return
+    row["clarke"] = bool(rep.clarke)
 
 
 def _main_thread():
@@ -496,7 +564,7 @@ def _work(args):
 
 
 def sweep(ops=None, *, max_ops: int = 0, samples: int = 2, budget: float = 4.0, jobs: int = 1,
-          strategies=STRATEGIES, progress=None) -> dict:
+          strategies=STRATEGIES, progress=None, clarke: bool = True) -> dict:
     """Run the sweep; returns ``{"torch", "summary", "ops": [row, ...]}`` (rows in op_db order)."""
     global _DB
     import torch
@@ -505,7 +573,7 @@ def sweep(ops=None, *, max_ops: int = 0, samples: int = 2, budget: float = 4.0, 
     _DB = op_db
     chosen = _select(op_db, ops, max_ops)
     index = {id(op): i for i, op in enumerate(op_db)}
-    kw = dict(samples=samples, budget=budget, strategies=tuple(strategies))
+    kw = dict(samples=samples, budget=budget, strategies=tuple(strategies), clarke=clarke)
     t0 = time.perf_counter()
     rows: dict = {}
     tasks = [(index[id(op)], kw) for op in chosen]
@@ -566,6 +634,96 @@ def summary_line(res) -> str:
             f"{s['internal_crashes']} internal crashes")
 
 
+# ------------------------------------------------------------------ findings -> corpus cases
+
+def finding_cases(res, directory, *, progress=None) -> list:
+    """Every finding of a sweep (a bug verdict, or forward mode != reverse mode at a check) as a
+    replayable corpus case in ``directory``: the sample is bound again, moved onto its tie by the
+    same strategy, checked again with forward mode, and saved with its traced program (ATen ops,
+    exact constants), so ``mtcheck replay DIR`` runs it without importing the op database.
+    Returns one record per case (also stored as ``res["cases"]``); a finding that no longer
+    reproduces, or whose program cannot be stored, is listed with ``file: None`` and why."""
+    import torch
+
+    import mtcheck
+    from mtcheck.corpus import case_from_report, save_case
+
+    by_key = {op_key(op): op for op in load_op_db()}
+    out = []
+    for row in res.get("ops", []):
+        fs = row.get("findings") or []
+        if not fs:
+            continue
+        op = by_key.get(row["op"])
+        samples = dict(_samples(op)) if op is not None else {}
+        done = set()
+        for f in fs:
+            kind = "wrong gradient" if f.get("verdict") in BUGS else "forward != reverse"
+            key = (f.get("sample"), f.get("strategy"), kind)
+            if key in done or f.get("sample") not in samples:
+                continue
+            done.add(key)
+            rec = {"op": row["op"], "kind": kind, "sample": f.get("sample"), "strategy": f.get("strategy"),
+                   "verdict": f.get("verdict"), "file": None}
+            b = bind(op, samples[f["sample"]])
+            moved = move(f["strategy"], b.tensors, b.kinks)
+            xs = [_as_view(x, g) for x, g in zip(moved, b.views or [None] * len(moved))]
+            opts = {"neighbours": False, "forward_mode": True, "wrt": b.wrt}
+            try:
+                rep = mtcheck.check(b.fn, *xs, **opts)
+            except Exception as e:  # noqa: BLE001 - recorded, the others go on
+                rec["why"] = f"{type(e).__name__}: {str(e)[:120]}"
+                out.append(rec)
+                continue
+            still = (str(rep.verdict) in BUGS) if kind == "wrong gradient" else rep.forward_matches_reverse is False
+            if not still:
+                rec["why"] = f"does not reproduce (now {rep.verdict}, forward = reverse: {rep.forward_matches_reverse})"
+                out.append(rec)
+                continue
+            origin = {"source": "mtcheck opinfo", "op": row["op"], "sample": f["sample"], "strategy": f["strategy"],
+                      "finding_kind": "wrong_gradient" if kind == "wrong gradient" else "forward_reverse",
+                      "torch": torch.__version__}
+            try:
+                case = case_from_report(None, xs, rep, program=b.fn, options=opts, origin=origin)
+                path = save_case(directory, case)
+            except Exception as e:  # noqa: BLE001 - a program the trace cannot store: listed, not fatal
+                rec["why"] = f"not stored: {type(e).__name__}: {str(e)[:120]}"
+                out.append(rec)
+                continue
+            rec.update(file=os.path.basename(str(path)), verdict=str(rep.verdict))
+            same = next((c for c in out if c["file"] == rec["file"]), None)
+            if same is not None:        # the same input: another strategy, or both kinds of finding
+                if rec["strategy"] not in same["strategy"].split(", "):
+                    same["strategy"] += f", {rec['strategy']}"
+                if rec["kind"] not in same["kind"].split(" and "):
+                    same["kind"] += f" and {rec['kind']}"
+                continue
+            out.append(rec)
+            if progress:
+                progress(rec)
+    res["cases"] = [c for c in out if c["file"]]
+    res["cases_not_written"] = [c for c in out if not c["file"]]
+    return out
+
+
+def merge(results) -> dict:
+    """One sweep result from several (disjoint sets of ops, e.g. run in chunks), rows in op_db order."""
+    import torch
+
+    order = {op_key(op): i for i, op in enumerate(load_op_db())}
+    rows = {}
+    for r in results:
+        for row in r["ops"]:
+            rows[row["op"]] = row
+    first = results[0]
+    ordered = sorted(rows.values(), key=lambda row: order.get(row["op"], len(order)))
+    res = {"torch": torch.__version__, "samples": first.get("samples"), "budget": first.get("budget"),
+           "strategies": first.get("strategies"), "seconds": round(sum(r.get("seconds", 0) for r in results), 1),
+           "ops": ordered}
+    res["summary"] = summarise(ordered)
+    return res
+
+
 def write_json(res, path) -> None:
     import tempfile
 
@@ -590,6 +748,12 @@ def main(argv=None) -> int:
     p.add_argument("-n", "--jobs", type=int, default=0, help="worker processes (0: available cores)")
     p.add_argument("--output", default="opinfo-sweep.json", help="JSON results")
     p.add_argument("--catalogue", default=None, help="also write the catalogue (markdown) to this file")
+    p.add_argument("--corpus", default=None, metavar="DIR",
+                   help="write every finding as a replayable corpus case into DIR (mtcheck replay DIR)")
+    p.add_argument("--cases-from", default=None, metavar="JSON",
+                   help="no sweep: write the findings of this saved sweep (its JSON) as cases into --corpus DIR, "
+                        "and add them to the JSON")
+    p.add_argument("--no-clarke", action="store_true", help="skip the Clarke check of each op's smallest tie")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -605,7 +769,29 @@ def main(argv=None) -> int:
             print(f"[{k}/{n}] {row['op']}: {row['status']}" + (f" ({row.get('reason', '')[:100]})"
                                                                if row.get("reason") else ""), file=sys.stderr)
 
-    res = sweep(a.ops, max_ops=a.max_ops, samples=a.samples, budget=a.op_budget, jobs=jobs, progress=progress)
+    def case_progress(rec):
+        if not a.quiet:
+            print(f"case {rec['file']}: {rec['op']}, {rec['kind']}, {rec['verdict']}", file=sys.stderr)
+
+    if a.cases_from:
+        if not a.corpus:
+            print("mtcheck opinfo: --cases-from needs --corpus DIR", file=sys.stderr)
+            return 2
+        with open(a.cases_from) as fh:
+            res = json.load(fh)
+        t0 = time.perf_counter()
+        recs = finding_cases(res, a.corpus, progress=case_progress)
+        write_json(res, a.cases_from)
+        print(f"{len(res['cases'])} case(s) written to {a.corpus} from the findings of {a.cases_from} "
+              f"({len(recs) - len(res['cases'])} not written) [{time.perf_counter() - t0:.1f} s]")
+        for c in res["cases_not_written"]:
+            print(f"  not written: {c['op']} ({c['kind']}): {c.get('why')}", file=sys.stderr)
+        return 0
+    res = sweep(a.ops, max_ops=a.max_ops, samples=a.samples, budget=a.op_budget, jobs=jobs, progress=progress,
+                clarke=not a.no_clarke)
+    if a.corpus:
+        finding_cases(res, a.corpus, progress=case_progress)
+        print(f"{len(res['cases'])} finding case(s) written to {a.corpus}")
     write_json(res, a.output)
     if a.catalogue:
         from mtcheck import catalogue

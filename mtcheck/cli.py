@@ -48,8 +48,12 @@ def main():
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Run the campaign's batches on an existing Dask cluster (pip install 'mtcheck[dask]'); "
                    "the corpus and statistics stay here. Default: local worker processes (-n).")
+@click.option("--wrt", default=None, metavar="WRT",
+              help="What the gradients are taken with respect to, for models (nn.Module targets): 'inputs' "
+                   "(default), 'parameters', 'all', or a comma-separated list of parameter names and input "
+                   "positions (fc.weight,fc.bias). Function targets keep their inputs.")
 def fuzz(models, input_shape, dtype, max_time, max_examples, numprocesses, seed, stop_on_failure, corpus, stats,
-         full, scheduler):
+         full, scheduler, wrt):
     """Run a fuzz campaign; findings are saved, deduplicated, to the corpus.
 
     Exit status: 0 nothing found, 1 findings, 2 usage error, 130 interrupted.
@@ -58,18 +62,26 @@ def fuzz(models, input_shape, dtype, max_time, max_examples, numprocesses, seed,
 
     targets = list(models) or list(DEFAULT_TARGETS)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    wrt_opt = _parse_wrt(wrt)
     for t in targets:
         if t == "generated":
             continue
         try:
-            resolve_target(t, dtype, shape)
+            made = resolve_target(t, dtype, shape)
+            if wrt_opt is not None:
+                import torch
+
+                from .params import resolve
+
+                if isinstance(made[0], torch.nn.Module):
+                    resolve(made[0], made[1], wrt_opt)          # a bad --wrt is a usage error, up front
         except Exception as e:  # noqa: BLE001
             click.echo(f"mtcheck fuzz: --model {t}: {type(e).__name__}: {e}", err=True)
             sys.exit(EXIT_USAGE)
     cfg = Config(targets=targets, corpus=corpus, max_time=max_time or None, max_examples=max_examples,
                  workers=numprocesses or _physical_cores(), seed=seed, stop_on_failure=stop_on_failure,
                  stats=stats or corpus / "stats.json", dtype=dtype, input_shape=shape, full=full,
-                 scheduler=scheduler)
+                 scheduler=scheduler, wrt=wrt_opt)
     if scheduler:
         try:
             import distributed  # noqa: F401
@@ -89,6 +101,18 @@ def fuzz(models, input_shape, dtype, max_time, max_examples, numprocesses, seed,
     ui.stop()
     _final_table(camp.stats, cfg, code)
     sys.exit(code)
+
+
+def _parse_wrt(text):
+    """``--wrt``: None, 'inputs' / 'parameters' / 'all', or a comma-separated list of parameter
+    names and input positions."""
+    if text is None or text.strip() in ("", "inputs"):
+        return None
+    text = text.strip()
+    if text in ("parameters", "all"):
+        return text
+    items = [p.strip() for p in text.split(",") if p.strip()]
+    return [int(p) if p.isdigit() else p for p in items]
 
 
 class _StatusUI:
@@ -171,20 +195,29 @@ def _final_table(stats, cfg, code):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--update", is_flag=True, help="Rewrite the expectation of cases whose verdict changed.")
+@click.option("--mark-fixed", is_flag=True,
+              help="Record 'fixed in torch X' (the running torch) in cases whose finding no longer reproduces "
+                   "in this newer torch (their 'fixed_in' field; the recorded finding is kept for older torch).")
 @click.option("--trust-imports", is_flag=True,
               help="Import model factories from the code a case ships with (its search_path). Without it, such a "
                    "case runs its stored traced program (no import), or is reported as 'needs trust' and not run.")
-def replay(paths, update, trust_imports):
+def replay(paths, update, mark_fixed, trust_imports):
     """Re-run saved cases (files or directories): which still reproduce, which changed, which fail to load.
 
     A case runs its factory's code only when the module is importable from this environment
     (without the case's search_path) or with --trust-imports; otherwise its traced program.
+    A recorded finding that no longer reproduces in a newer torch is reported as "fixed in
+    torch X", not as a failure (--mark-fixed records it in the case).
 
-    Exit status: 0 all reproduce, 1 some changed, failed to load, or were not run (need trust).
+    Exit status: 0 all reproduce (or are fixed in this torch), 1 some changed, failed to load,
+    or were not run (need trust).
     """
+    import torch
+
     from .corpus import CorpusError, iter_cases, replay_case, save_case
 
-    counts = {"reproduces": 0, "changed": 0, "error": 0, "needs-trust": 0}
+    counts = {"reproduces": 0, "fixed": 0, "changed": 0, "error": 0, "needs-trust": 0}
+    click.echo(f"mtcheck replay: torch {torch.__version__}")
     for path, case in iter_cases(list(paths)):
         if isinstance(case, CorpusError):
             counts["error"] += 1
@@ -193,18 +226,25 @@ def replay(paths, update, trust_imports):
         res = replay_case(case, trust_imports=trust_imports)
         counts[res.status] += 1
         tag = {"reproduces": "REPRODUCES", "changed": "CHANGED   ", "error": "ERROR     ",
-               "needs-trust": "NEEDS TRUST"}[res.status]
+               "needs-trust": "NEEDS TRUST", "fixed": "FIXED     "}[res.status]
         how = f"  [{res.source or '-'}; certificate {res.certificate or 'none'}]" if res.status != "needs-trust" else ""
-        click.echo(f"{tag}  {path}  {case.label}: {res.old_verdict} -> {res.new_verdict or 'not run'}{how}")
-        if res.status != "reproduces":
+        rec = case.versions.get("torch", "?")
+        fixed = f"  fixed in torch {res.fixed_in}" if res.status == "fixed" else ""
+        click.echo(f"{tag}  {path}  {case.label}: {res.old_verdict} -> {res.new_verdict or 'not run'}{how}"
+                   f"  (recorded with torch {rec}){fixed}")
+        if res.status not in ("reproduces", "fixed"):
             click.echo("    " + res.text.replace("\n", "\n    "))
         if update and res.status == "changed" and res.report is not None:
             # a case's file name hashes what was checked, not the verdict: this rewrites it in place
             save_case(Path(path).parent, case.updated(res.report))
             click.echo("    updated the expectation")
+        if mark_fixed and res.status == "fixed" and not res.marked and res.report is not None:
+            save_case(Path(path).parent, case.marked_fixed(res.report))
+            click.echo(f"    marked fixed in torch {res.fixed_in} (the recorded finding is kept for older torch)")
     trust = f", {counts['needs-trust']} need trust (not run; --trust-imports)" if counts["needs-trust"] else ""
-    click.echo(f"{counts['reproduces']} reproduce, {counts['changed']} changed, {counts['error']} failed to load or run"
-               + trust)
+    fixed = f", {counts['fixed']} fixed in a newer torch" if counts["fixed"] else ""
+    click.echo(f"{counts['reproduces']} reproduce{fixed}, {counts['changed']} changed, {counts['error']} failed to "
+               "load or run" + trust)
     sys.exit(EXIT_OK if counts["changed"] == counts["error"] == counts["needs-trust"] == 0 else EXIT_FINDINGS)
 
 
@@ -298,8 +338,9 @@ def zoo_cmd():
 
 try:  # the catalogue lives with the property suite's op tables
     from .catalogue import catalogue_command as _catalogue
+    from .catalogue_diff import with_diff_option as _with_diff
 
-    main.add_command(_catalogue, name="catalogue")
+    main.add_command(_with_diff(_catalogue), name="catalogue")    # + --diff OLD.json [NEW.json]
 except Exception:  # noqa: BLE001 - optional until the catalogue module exists
     pass
 

@@ -387,6 +387,9 @@ class MtcheckFixture:
         ``deep=True`` adds inputs solved to tie every nonsmooth layer (slower). ``strategy`` replaces
         the generator: a Hypothesis strategy of input tuples. ``neighbours=True`` also decides the
         differentiability fields (slower; the verdict does not depend on it).
+        ``wrt`` is :func:`mtcheck.check`'s: input positions, or ``"parameters"`` / ``"all"`` / parameter
+        names for the gradient with respect to the model's parameters at each generated input
+        (``docs/parameters.md``); the corpus case records it.
         Returns statistics (a dict) when every decided example passes.
         """
         __tracebackhide__ = True
@@ -496,6 +499,15 @@ class CaseItem(pytest.Item):
             info["status"] = "updated"
             self.user_properties.append(("mtcheck_replay", info))
             return
+        if res.status == "fixed":
+            # a recorded finding gone in a newer torch: "fixed in torch X", a pass; the update option
+            # records it in the case (its 'fixed_in' field), keeping the finding for older torch
+            info["fixed_in"] = res.fixed_in
+            if not res.marked and st.settings.values["update_corpus"]:
+                save_case(self.path.parent, case.marked_fixed(res.report))
+                info["marked"] = True
+            self.user_properties.append(("mtcheck_replay", info))
+            return
         self.user_properties.append(("mtcheck_replay", info))
         if res.status != "reproduces":
             raise CaseFailure(res.text)
@@ -516,6 +528,8 @@ def pytest_report_teststatus(report, config):
         if k == "mtcheck_replay":
             if v["status"] == "updated":
                 return "passed", "U", ("UPDATED", {"yellow": True})
+            if v["status"] == "fixed":
+                return "passed", "x", (f"FIXED IN TORCH {v.get('fixed_in')}", {"green": True})
             if v["bug"]:
                 return "passed", ".", ("STILL REPRODUCES", {"green": True})
     return None
@@ -554,6 +568,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                  f"{c.get('updated', 0)} updated", f"{c.get('error', 0)} errors"]
         if c.get("needs-trust"):
             parts.append(f"{c['needs-trust']} not run (need trust: --mtcheck-trust-imports)")
+        if c.get("fixed"):
+            parts.append(f"{c['fixed']} fixed in a newer torch")
         tr.write_sep("-", "mtcheck corpus")
         tr.write_line(f"mtcheck corpus: {len(st.replays)} cases replayed: " + ", ".join(parts))
         upd = [v for v in st.replays if v["status"] == "updated"]
@@ -580,6 +596,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             tr.write_line(f"  - ties per example: min {s['ties'][0]}, median {s['ties'][1]}, max {s['ties'][2]}")
             if s["shrink_checks"]:
                 tr.write_line(f"  - {s['shrink_checks']} checks while shrinking")
+            if s.get("layer_ties"):
+                tr.write_line("  - ties per nonsmooth layer (examples tied exactly / only in float / not at all):")
+                for e in s["layer_ties"]:
+                    tr.write_line(f"      depth {e['depth']} {e['node']}: exact {e['exact']}, float-only {e['float']}, "
+                                  f"none {e['none']}")
+            if s.get("tie_sources"):
+                tr.write_line("  - inputs by source: " + ", ".join(f"{k} {v}" for k, v in s["tie_sources"].items()))
 
 
 def _rerun_id(node) -> str:

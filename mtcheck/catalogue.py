@@ -461,6 +461,13 @@ def _build() -> list:
     add(Variant("torch.maximum", "basic primitives", [
         Case("several inputs", torch.maximum, (T(1, 0, 2), T(1, 1, 2))),
     ], _sel(lambda x: torch.maximum(x[0], x[1]), T(1, 1), [0, 1])))
+    for key, fn in (("torch.minimum", torch.minimum), ("torch.fmax", torch.fmax), ("torch.fmin", torch.fmin),
+                    ("torch.clamp(x, min=y) tensor bound", lambda x, y: torch.clamp(x, min=y)),
+                    ("torch.clamp(x, max=y) tensor bound", lambda x, y: torch.clamp(x, max=y))):
+        add(Variant(key, "basic primitives", [
+            Case("several inputs", fn, (T(1, 0, 2), T(1, 1, 2))),
+        ], _sel(lambda x, fn=fn: fn(x[0], x[1]), T(1, 1), [0, 1]),
+            note="probe: x == y; tied entry [0] is x, [1] is y."))
     add(Variant("torch.clamp(x, lo, hi) tensor bounds", "basic primitives", [
         Case("several inputs", lambda x, lo, hi: torch.clamp(x, lo, hi), (T(0, 1, 2), T(0, 0, 1), T(1, 1, 2))),
     ], _sel(lambda v: torch.clamp(v[0], v[1], v[2]), T(0, 0, 1), [0, 1]),

@@ -147,8 +147,11 @@ def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if r * k * c < _FLINT_MIN_WORK:
         out = a.dot(b)
         return _fix_ints(out)
-    ma = flint.fmpq_mat(r, k, a.ravel().tolist())
-    mb = flint.fmpq_mat(k, c, b.ravel().tolist())
+    from ._fixed import cached_matrix
+
+    build = (lambda m: flint.fmpq_mat(m.shape[0], m.shape[1], m.ravel().tolist()))
+    ma = cached_matrix(a, "fmpq", build)
+    mb = cached_matrix(b, "fmpq", build)
     out = np.empty(r * c, dtype=object)
     out[:] = (ma * mb).entries()
     return out.reshape(r, c)

@@ -100,6 +100,45 @@ def _align(items):
 
 
 _CACHE: dict = {}      # id(exact constant array) -> (the array, its Fx): constants are never mutated
+_CONST_ROOTS: dict = {}   # id(root buffer) -> the root: arrays (and their views) mtcheck never mutates
+_MATS: dict = {}          # (id(root), data pointer, shape, strides, kind) -> (root, FLINT matrix)
+_MATS_ENTRIES = [0]
+_MATS_LIMIT = 30_000_000  # matrix entries kept converted (the weights of a VGG11 are 9.2M)
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    r = a
+    while isinstance(r.base, np.ndarray):
+        r = r.base
+    return r
+
+
+def constant(a: np.ndarray) -> None:
+    """Declare ``a`` (and every view of it) a constant: FLINT matrices of its 2-D views are cached."""
+    r = _root(a)
+    if len(_CONST_ROOTS) > 4096:
+        _CONST_ROOTS.clear()
+        _MATS.clear()
+        _MATS_ENTRIES[0] = 0
+    _CONST_ROOTS[id(r)] = r
+
+
+def cached_matrix(a: np.ndarray, kind: str, build):
+    """``build(a)`` (a FLINT matrix of the 2-D array ``a``), cached when ``a`` views a constant."""
+    r = _root(a)
+    if _CONST_ROOTS.get(id(r)) is not r or a.size < 256:
+        return build(a)
+    key = (id(r), a.__array_interface__["data"][0], a.shape, a.strides, kind)
+    hit = _MATS.get(key)
+    if hit is not None and hit[0] is r:
+        return hit[1]
+    m = build(a)
+    if _MATS_ENTRIES[0] + a.size > _MATS_LIMIT:
+        _MATS.clear()
+        _MATS_ENTRIES[0] = 0
+    _MATS[key] = (r, m)
+    _MATS_ENTRIES[0] += a.size
+    return m
 
 
 def from_exact(a: np.ndarray) -> "Fx":
@@ -120,6 +159,8 @@ def from_exact(a: np.ndarray) -> "Fx":
         if len(_CACHE) > 512:
             _CACHE.clear()
         _CACHE[id(a)] = (a, out)
+        if _CONST_ROOTS.get(id(_root(a))) is _root(a):
+            constant(out.view(np.ndarray))
     return out
 
 
@@ -131,7 +172,9 @@ def remember(exact: np.ndarray, floats: np.ndarray) -> None:
             return
         if len(_CACHE) > 512:
             _CACHE.clear()
-        _CACHE[id(exact)] = (exact, from_floats(floats))
+        fx = from_floats(floats)
+        _CACHE[id(exact)] = (exact, fx)
+        constant(fx.view(np.ndarray))
 
 
 def from_floats(f: np.ndarray) -> "Fx":
@@ -187,7 +230,8 @@ def matmul2d(a, b) -> "Fx":
     assert k == k2, (pa.shape, pb.shape)
     if r == 0 or c == 0 or k == 0:
         return zeros((r, c), ea + eb)
-    prod = flint.fmpz_mat(r, k, pa.ravel().tolist()) * flint.fmpz_mat(k, c, pb.ravel().tolist())
+    build = (lambda m: flint.fmpz_mat(m.shape[0], m.shape[1], m.ravel().tolist()))
+    prod = cached_matrix(pa, "fmpz", build) * cached_matrix(pb, "fmpz", build)
     out = np.empty(r * c, dtype=object)
     out[:] = prod.entries()
     return wrap(out.reshape(r, c), ea + eb)
@@ -334,6 +378,7 @@ _MOD_CACHE: dict = {}              # (id(exact constant), p) -> (the array, its 
 def remember_floats(exact: np.ndarray, floats: np.ndarray) -> None:
     """Record the float64 values an exact constant was converted from (for vectorized residues)."""
     if exact.dtype == object and exact.size >= 64:
+        constant(exact)
         if len(_FLOAT_SOURCE) > 1024:
             _FLOAT_SOURCE.clear()
             _MOD_CACHE.clear()
@@ -347,6 +392,13 @@ def _pow2_table(p: int, k: int) -> np.ndarray:
         t[i] = v
         v = (v * 2) % p
     return t
+
+
+def _max_bits(ints: np.ndarray) -> int:
+    """Bits of the largest |entry| of an integer object array (0-d included)."""
+    if not ints.size:
+        return 0
+    return _bits_of(int(np.asarray(np.abs(np.asarray(ints, dtype=object)), dtype=object).max()))
 
 
 def _bits_of(n: int) -> int:
@@ -390,7 +442,7 @@ def to_mod(x, p: int):
         ints = x.view(np.ndarray)
         if not ints.size:
             return np.zeros(ints.shape, dtype=np.int64), x.e, 0
-        return np.asarray(ints % p, dtype=np.int64).reshape(ints.shape), x.e, _bits_of(int(np.abs(ints).max()))
+        return np.asarray(ints % p, dtype=np.int64).reshape(ints.shape), x.e, _max_bits(ints)
     if isinstance(x, np.ndarray):
         if x.dtype == object:
             hit = _MOD_CACHE.get((id(x), p))
@@ -408,7 +460,7 @@ def to_mod(x, p: int):
                     raise NotModular("an object array that is not exact rationals")
                 fx = from_exact(x)                      # once per array (cached), then C loops per prime
                 ints = fx.view(np.ndarray)
-                bits = _bits_of(int(np.abs(ints).max())) if ints.size else 0
+                bits = _max_bits(ints)
                 res = np.asarray(ints % p, dtype=np.int64).reshape(x.shape) if ints.size else \
                     np.zeros(x.shape, dtype=np.int64)
                 m = mod_wrap(res, p, fx.e, bits)

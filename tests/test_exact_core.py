@@ -226,3 +226,24 @@ def test_mse_loss_has_a_reverse_rule():
         rev = m.reverse(ev, wrt, seeds, k)
         fwd = m.output_jacobian(ev, m.linearize(ev, wrt), 3)
         assert (rev == fwd).all(), red
+
+
+def test_residues_of_scalar_values():
+    """0-d values (a loss of scalars) go through residues too (margin_ranking_loss crashed here)."""
+    import torch.nn.functional as F
+
+    a, b = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    y = torch.tensor(1.0, dtype=torch.float64)
+    rep = mtcheck.check(lambda a, b: F.margin_ranking_loss(a, b, y), a, b)
+    assert rep.verdict in (mtcheck.Verdict.ASSOCIATED, mtcheck.Verdict.SMOOTH_OK), rep.explain()
+
+
+def test_residues_of_0d_arrays():
+    from mtcheck import _fixed
+
+    p = _fixed.MOD_PRIMES[0]
+    o = np.empty((), dtype=object)
+    o[()] = flint.fmpq(-3, 2)
+    for x in (_fixed.from_floats(np.array(-1.5)), o):
+        res, e, bits = _fixed.to_mod(x, p)
+        assert int(res) == (-3) % p and e == 1 and bits == 2

@@ -173,6 +173,32 @@ def _im2col(x, flat, S):
     return cols
 
 
+_WK: dict = {}
+
+
+def _wk(w, K):
+    """The weights (OC, Cg, *k) as rows ``[oc, (k, c)]`` (OC, K*Cg), the layout im2col multiplies.
+    For a constant (weights) the reordered copy is made once and itself declared a constant, so
+    its FLINT matrix is cached too."""
+    from .._fixed import _CONST_ROOTS, _root, constant
+
+    OC, Cg = w.shape[:2]
+    r = _root(w)
+    const = _CONST_ROOTS.get(id(r)) is r
+    key = (id(r), w.__array_interface__["data"][0], w.shape, w.strides, type(w).__name__, getattr(w, "e", None))
+    if const:
+        hit = _WK.get(key)
+        if hit is not None and hit[0] is r:
+            return hit[1]
+    out = w.reshape(OC, Cg, K).transpose(0, 2, 1).reshape(OC, K * Cg).copy()
+    if const:
+        if len(_WK) > 256:
+            _WK.clear()
+        constant(out)
+        _WK[key] = (r, out)
+    return out
+
+
 def _conv(x, w, stride, padding, dilation, groups, bias=None):
     """Exact N-d cross-correlation, PyTorch layout: x (N, C, *sp), w (OC, C/groups, *k).
 
@@ -185,11 +211,11 @@ def _conv(x, w, stride, padding, dilation, groups, bias=None):
     cols = _im2col(x, flat, S)
     G = groups
     OCg = OC // G
-    wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                        # (OC, K, Cg)
+    wk = _wk(w, K)                                                      # (OC, K*Cg)
     parts = []
     for g in range(G):
         cg = cols if G == 1 else cols[..., g * Cg:(g + 1) * Cg]
-        r = matmul(cg.reshape(N * O, K * Cg), wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg).T)   # (N*O, OCg)
+        r = matmul(cg.reshape(N * O, K * Cg), wk[g * OCg:(g + 1) * OCg].T)   # (N*O, OCg)
         parts.append(r)
     out = parts[0] if G == 1 else np.concatenate(parts, axis=1)          # (N*O, OC)
     out = out.reshape(N, O, OC).transpose(0, 2, 1)
@@ -217,7 +243,7 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     OCg = OC // G
     w, x = lift_like(w, cot), lift_like(x, cot)
     c = cot.reshape(B, N, OC, O).transpose(0, 1, 3, 2).reshape(B * N * O, OC)     # rows (b, n, o)
-    wk = w.reshape(OC, Cg, K).transpose(0, 2, 1)                                 # (OC, K, Cg)
+    wk = _wk(w, K)                                                               # (OC, K*Cg)
     from .._fixed import Mod
 
     # exact integers: only the windows whose cotangent is nonzero (after relu masks and max-pool
@@ -231,7 +257,7 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     parts = []
     for g in range(G):
         cg = c if G == 1 else c[:, g * OCg:(g + 1) * OCg]
-        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg].reshape(OCg, K * Cg)).reshape(-1, K, Cg))
+        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg]).reshape(-1, K, Cg))
     gwin = parts[0] if G == 1 else np.concatenate(parts, axis=2)                # (windows, K, C)
     gx = zeros_like_cot((B * N, S, C), gwin)
     if isinstance(gwin, Mod):

@@ -81,3 +81,24 @@ def test_mutants_inside_a_real_weight_float32_model(case):
     assert rep.verdict in expected, (name, rep.explain())
     if rep.verdict is not mtcheck.Verdict.NOT_ASSOCIATED or rep.certificate is not None:
         assert rep.certificate_ok is not False
+
+
+def test_float16_backward_rounding_is_not_called_nonlinear():
+    """A float16 backward rounds at every node and reaches subnormals (where doubling rounds): the
+    linearity test must not call that NONLINEAR_VJP, while a really nonlinear backward still is."""
+    import torch
+
+    from test_mutants import ReluSquaresGrad
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                              torch.nn.ReLU(), torch.nn.Linear(256, 10)).half()
+    for _ in range(3):
+        rep = mtcheck.check(net, torch.randn(1, 64).half(), neighbours=False)
+        assert rep.verdict is not mtcheck.Verdict.NONLINEAR_VJP, rep.explain()
+    model, (x,) = zoo.ZOO["lenet-f32"]()
+    rep = mtcheck.check(model.half(), x.half(), neighbours=False)
+    assert rep.verdict is not mtcheck.Verdict.NONLINEAR_VJP, rep.explain()
+    bad = _float32_mlp(ReluSquaresGrad.apply).half()
+    rep = mtcheck.check(bad, torch.rand(1, 1, 28, 28).half(), neighbours=False)
+    assert rep.verdict is mtcheck.Verdict.NONLINEAR_VJP, rep.explain()

@@ -96,3 +96,29 @@ def test_forward_and_reverse_are_compared_at_the_tolerance_when_the_backward_rou
     assert rep.verdict is mtcheck.Verdict.ASSOCIATED
     assert rep.exact_mode is False
     assert rep.forward_matches_reverse is True
+
+
+def test_weight_and_bias_together_are_affine_not_a_product():
+    """conv(x, w) + b is affine in (w, b) for a fixed x: the differentiability fields are decided for
+    wrt=[weight, bias] (they were left undecided, as if w and b were multiplied)."""
+    import torch
+
+    import mtcheck
+
+    torch.manual_seed(0)
+
+    class C(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).amax()
+
+    m = C().double()
+    with torch.no_grad():
+        m.conv.bias.zero_()
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, 1, 1] = 1
+    rep = mtcheck.check(m, x, wrt=["conv.weight", "conv.bias"])
+    assert rep.differentiable is not None, rep.reasons

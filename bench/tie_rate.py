@@ -12,9 +12,19 @@ to 4) and in the LeNet-like CNN: success rate (tie confirmed in the float forwar
 the time per target (median, worst). Targets are a nonsmooth layer (the element nearest its
 kink is chosen) and, with ``--units``, also a specific unit drawn at random.
 
+Part 3 (real weights, ``--only real``): models as users have them, PyTorch's default init
+(``torch.manual_seed(0)``), float32, no rounding of weights: a relu MLP 64-256-256-256-10,
+``zoo.ZOO["lenet-f32"]`` and ``zoo.ZOO["vgg-f32"]`` (3x32x32). Per nonsmooth layer: ``deep_ties``
+success (an exact tie that PyTorch's float forward also sees, confirmed by a fresh trace) and
+the seconds per request; and rounding-induced ties (``float_ties``: a float zero / equal floats
+that exact arithmetic does not have), at float32 and float16, on the MLP and LeNet. Seeds are
+``structured_inputs`` draws, as in the strategies.
+
 Run::
 
     python bench/tie_rate.py              # default sizes, a few minutes on 2 cores
+    python bench/tie_rate.py --only real --requests 10           # part 3
+    python bench/tie_rate.py --only real --models mlp-f32 --kinds float
     python bench/tie_rate.py --quick      # smoke run
     python bench/tie_rate.py --json out.json
 """
@@ -151,6 +161,64 @@ def mlp_configs(widths, depths, seed=0):
     return cfgs
 
 
+# ---------------------------------------------------------------- part 3: real float weights
+
+def real_mlp(dtype=torch.float32, seed=0):
+    """relu MLP 64-256-256-256-10, PyTorch default init."""
+    torch.manual_seed(seed)
+    return _ReluMLP((64, 256, 256, 256, 10)).to(dtype).eval(), (1, 64)
+
+
+def _real_model(name, dtype):
+    if name == "mlp-f32":
+        return real_mlp(dtype)
+    m, (ex,) = zoo.ZOO[name]()
+    return m.to(dtype).eval(), tuple(ex.shape)
+
+
+REAL_MODELS = ("mlp-f32", "lenet-f32", "vgg-f32")
+
+
+def real_bench(models, requests, kinds, seed=0):
+    from mtcheck._synth import reset_synthesis_stats
+    from mtcheck.float_ties import float_tie
+    from mtcheck.strategies import structured_inputs
+
+    rows = []
+    for name in models:
+        for kind, dtype in [("deep", torch.float32), ("float", torch.float32), ("float", torch.float16)]:
+            if kind not in kinds or (kind == "float" and name == "vgg-f32"):
+                continue
+            model, shape = _real_model(name, dtype)
+            prog = Program(model, torch.zeros(shape, dtype=dtype))
+            seeds = _draw(structured_inputs(shape, dtype), requests * len(prog.nonsmooth), seed)
+            for d, node in enumerate(prog.nonsmooth, 1):
+                reset_synthesis_stats()
+                ok, times, reasons = 0, [], []
+                for i in range(requests):
+                    x = seeds[(d - 1) * requests + i]
+                    t0 = time.perf_counter()
+                    if kind == "deep":
+                        r = synthesize(prog, x, [Target(node)], seed=i)
+                    else:
+                        r = float_tie(prog, x, Target(node), seed=i)
+                    times.append(time.perf_counter() - t0)
+                    ok += bool(r.ok)
+                    if not r.ok:
+                        reasons.append(r.reason)
+                row = {"model": name, "dtype": str(dtype).replace("torch.", ""),
+                       "kind": "exact tie (deep_ties)" if kind == "deep" else "float-only tie (float_ties)",
+                       "depth": d, "layer": prog.trace.nodes[node].label, "requests": requests,
+                       "hits": ok, "success": ok / requests, "median_s": statistics.median(times),
+                       "worst_s": max(times), "misses": reasons[:3]}
+                rows.append(row)
+                print(f"{name:10s} {row['dtype']:8s} {row['kind']:28s} d{d} {row['layer']:28s} "
+                      f"{ok:>3}/{requests:<3} {100 * ok / requests:5.0f}%  median {row['median_s']:.2f} s  "
+                      f"worst {row['worst_s']:.2f} s" + (f"  miss: {reasons[0][:70]}" if reasons else ""))
+                sys.stdout.flush()
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -159,12 +227,26 @@ def main(argv=None):
     ap.add_argument("--units", action="store_true", help="also target random units (not the nearest)")
     ap.add_argument("--json", default=None, help="write the numbers to this file")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=("rate", "deep"), default=None, help="run one part only")
+    ap.add_argument("--only", choices=("rate", "deep", "real"), default=None, help="run one part only")
+    ap.add_argument("--requests", type=int, default=10, help="part 3: requests per layer")
+    ap.add_argument("--models", default=",".join(REAL_MODELS), help="part 3: comma-separated real-weight models")
+    ap.add_argument("--kinds", default="deep,float", help="part 3: deep (exact ties), float (float-only ties)")
     a = ap.parse_args(argv)
     cases = a.cases or (4 if a.quick else 12)
     targets = a.targets or (4 if a.quick else 10)
     torch.set_num_threads(1)
-    report = {"tie_rate": [], "deep_ties": []}
+    report = {"tie_rate": [], "deep_ties": [], "real_weights": []}
+
+    if a.only == "real":
+        print(f"== real weights (default init, seed 0): {a.requests} requests per layer; success = the tie "
+              "confirmed by a fresh trace of PyTorch's float forward, and exactly (exact ties: the exact "
+              "discriminant is 0; float-only ties: it is not)")
+        report["real_weights"] = real_bench(a.models.split(","), 2 if a.quick else a.requests,
+                                            a.kinds.split(","), a.seed)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(report, f, indent=1)
+        return
 
     if a.only == "deep":
         MODELS_RUN = []

@@ -75,8 +75,11 @@ class Stats:
     seconds: list = field(default_factory=list)
     shrink_checks: int = 0
     notes: list = field(default_factory=list)
+    layer_ties: dict = field(default_factory=dict)   # (depth, node) -> {"exact", "float", "none"} counts
+    tie_sources: dict = field(default_factory=dict)  # generator label -> examples
 
     def add(self, o: Outcome, explicit: bool = False):
+        self._add_layers(o)
         if explicit:
             self.explicit += 1
         else:
@@ -86,13 +89,32 @@ class Stats:
         self.ties.append(int(getattr(pat, "n_ties", 0) or 0))
         self.seconds.append(o.seconds)
 
+    def _add_layers(self, o: Outcome):
+        """Per nonsmooth layer: did this example tie there exactly, only in float, or not at all."""
+        if o.report is None:
+            return
+        try:
+            from .float_ties import layer_tie_kinds
+        except Exception:  # noqa: BLE001 - statistics must never break a test
+            return
+        for e in layer_tie_kinds(o.report):
+            c = self.layer_ties.setdefault((e["depth"], e["node"]), {"exact": 0, "float": 0, "none": 0})
+            c[e["tie"]] += 1
+        lab = o.label or ""
+        src = ("float-only tie" if "float-only tie" in lab else "exact tie" if "exact tie" in lab
+               else "deep ties at every layer" if "deep ties" in lab
+               else "explicit" if lab.startswith("the ") else "structured")
+        self.tie_sources[src] = self.tie_sources.get(src, 0) + 1
+
     def as_dict(self) -> dict:
         t = sorted(self.ties) or [0]
         return {"test": self.test, "program": self.program, "seed": self.seed, "explicit": self.explicit,
                 "generated": self.generated, "verdicts": dict(sorted(self.verdicts.items())),
                 "ties": [t[0], int(statistics.median(t)), t[-1]],
                 "seconds_per_check": round(sum(self.seconds) / max(len(self.seconds), 1), 4),
-                "shrink_checks": self.shrink_checks, "notes": list(self.notes)}
+                "shrink_checks": self.shrink_checks, "notes": list(self.notes),
+                "layer_ties": [{"depth": d, "node": n, **c} for (d, n), c in sorted(self.layer_ties.items())],
+                "tie_sources": dict(sorted(self.tie_sources.items()))}
 
 
 class _Finding(Exception):
@@ -184,6 +206,13 @@ def tie_strategy(example_inputs, model=None, deep: bool = False):
                 if deep and model is not None and len(example_inputs) == 1:
                     options.append(tie_inputs(model, shape=tuple(t.shape), dtype=t.dtype, deep=True, events=False)
                                    .map(lambda x, h=head: (x, f"{h}: deep ties at every nonsmooth layer")))
+                    # both kinds of tie at one drawn layer: an exact tie, or a float-only (rounding-induced)
+                    # one; counted apart in --mtcheck-show-statistics
+                    from .float_ties import both_tie_kinds
+
+                    for kind in ("exact tie", "float-only tie"):
+                        options.append(both_tie_kinds(model, shape=tuple(t.shape), dtype=t.dtype, kinds=(kind,))
+                                       .map(lambda p, h=head: (p[0], f"{h}: {p[1]}")))
             except Exception:  # noqa: BLE001 - an incompatible version: keep the built-in generator
                 pass
         parts.append(st.one_of(*options))

@@ -805,7 +805,8 @@ def _fixed_outcome(case: Case, rep, source, cert):
         fx_rel = _torch_release(fx)
         if cur_rel is None or fx_rel is None or cur_rel < fx_rel:
             return None
-        if new == case.fixed_in.get("verdict"):
+        fr_back = case.finding_kind == "forward_reverse" and rep.forward_matches_reverse is False
+        if new == case.fixed_in.get("verdict") and not fr_back:
             return ReplayResult("fixed", old, new, f"{case.path}: fixed in torch {fx} (recorded {old} with torch "
                                                    f"{rec or '?'}; now {new} with torch {now}; marked in the case)",
                                 case, rep, source, cert, fixed_in=str(fx), marked=True)
@@ -820,6 +821,13 @@ def _fixed_outcome(case: Case, rep, source, cert):
         return ReplayResult("fixed", old, new, f"{case.path}: fixed in torch {now}: recorded {old} with torch {rec}, "
                                                f"now {new} (not a failure; record it in the case with "
                                                "`mtcheck replay --mark-fixed` or pytest --mtcheck-update-corpus)",
+                            case, rep, source, cert, fixed_in=now, marked=False)
+    if (case.finding_kind == "forward_reverse" and new in ("SMOOTH_OK", "ASSOCIATED")
+            and rep.forward_matches_reverse is True and getattr(rep, "certificate_ok", True) is not False
+            and rec_rel is not None and cur_rel is not None and cur_rel > rec_rel):
+        return ReplayResult("fixed", old, new, f"{case.path}: fixed in torch {now}: recorded forward mode != reverse "
+                                               f"mode with torch {rec}, now they agree ({new}; not a failure; record "
+                                               "it with `mtcheck replay --mark-fixed` or pytest --mtcheck-update-corpus)",
                             case, rep, source, cert, fixed_in=now, marked=False)
     return None
 

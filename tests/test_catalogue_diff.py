@@ -327,3 +327,28 @@ def test_the_checked_in_record_has_a_baseline_and_a_2_14_1_record():
     assert {"torch.clamp(min=0, max=1) (kink at 1)", "torch.clamp(x, lo, hi) tensor bounds"} <= ops
     assert all(c["status"] == "changed, both associated" for c in rec["catalogue_changes"])
     assert rec["corpus_fixed"] == [] and rec["pytest_expected_failures"]
+
+
+def test_a_forward_reverse_finding_gone_in_a_newer_torch_is_fixed(tmp_path):
+    """The fmax forward/reverse finding (relu then fmax at 0 == 0) recorded with an older torch and
+    replayed where the two modes agree (moved off the tie, as after the 2.14 change) is "fixed"."""
+    src = Path(__file__).parent.parent / "corpus" / "case-bc0564df438429edbc43c4837ffd70e825815b1c.json"
+    doc = json.loads(src.read_text())
+    assert doc["origin"]["finding_kind"] == "forward_reverse"
+    doc["inputs"][0]["hex"] = [(1.0).hex(), (0.5).hex()]
+    doc["versions"]["torch"] = "2.12.0"
+    doc.pop("certificate", None)
+    d = tmp_path / "corpus"
+    d.mkdir()
+    p = d / "case-0000000000000000000000000000000000000002.json"
+    p.write_text(json.dumps(doc))
+    if doc.get("weights"):
+        import shutil
+
+        for ext in (".safetensors",):
+            s = src.with_suffix(ext)
+            if s.exists():
+                shutil.copy(s, p.with_suffix(ext))
+    res = replay_case(load_case(p))
+    assert res.status == "fixed", res.text
+    assert f"fixed in torch {torch.__version__}" in res.text

@@ -199,15 +199,7 @@ def lattice_point(rows: list, rhs: list, target: list, k: int):
     """
     m, s = len(rows), len(rows[0])
     scale = Q(1 << k)
-    M, r = [], []
-    for row, b in zip(rows, rhs):
-        L = _lcm_den(list(row) + [b * scale])
-        M.append([int((v * L).p) for v in row])
-        r.append(int((b * scale * L).p))
-    entries = []
-    for i in range(s):
-        entries.extend(M[j][i] for j in range(m))
-        entries.extend(1 if c == i else 0 for c in range(s))
+    M, r, entries = _integer_system(rows, rhs, k)
     A = flint.fmpz_mat(s, m + s, entries)
     H = A.hnf()
     # the first m rows carry the (upper-triangular) block P = (U M^T)_top, then the kernel
@@ -669,13 +661,18 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
                     fixed.pop(t.node, None)
             continue
         delta_cur, x_cur = d_star, x_star     # next round: re-linearize at the rational solution
+    return _finish(res, method, t0, last_reason)
+
+
+def _finish(res, method, t0, reason):
+    """Time and count a synthesis result (see :func:`synthesis_stats`)."""
     res.method = method
     res.seconds = time.perf_counter() - t0
     _TIMES.append(res.seconds)
     if res.ok:
         _STATS["hit"] += 1
     else:
-        res.reason = last_reason
+        res.reason = reason
         _STATS["miss"] += 1
         if res.exact and all(res.exact) and not all(res.in_float):
             _STATS["miss_float"] += 1
@@ -962,9 +959,11 @@ FLOAT_SEARCH_CANDIDATES = 400       # lattice points tried in the float forward,
 FLOAT_SEARCH_SECONDS = 0.6          # and the time they may take
 
 
-def _replay_float(tr, x: torch.Tensor, upto: int) -> dict:
+def _replay_float(tr, x: torch.Tensor, upto: int, grad: bool = False) -> dict:
     """PyTorch's float forward of the trace on input ``x``, op by op, nodes ``0..upto``:
     a dict Ref -> tensor (the same ATen calls on the same shapes as the traced program)."""
+    import torch.utils._pytree as pytree
+
     from .trace import Ref
 
     vals: dict = {}
@@ -978,9 +977,7 @@ def _replay_float(tr, x: torch.Tensor, upto: int) -> dict:
             return vals[v]
         return v
 
-    import torch.utils._pytree as pytree
-
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for node in tr.nodes[:upto + 1]:
             args = pytree.tree_map(f, node.args, is_leaf=lambda v: isinstance(v, Ref))
             kwargs = pytree.tree_map(f, node.kwargs, is_leaf=lambda v: isinstance(v, Ref))
@@ -1106,9 +1103,9 @@ def _reverse_rows(model, ev, picks, dirs: Directions):
     return out
 
 
-def lattice_basis(rows: list, rhs: list, target: list, k: int):
-    """(z, kernel): a lattice point of :func:`lattice_point` and the LLL-reduced integer kernel
-    of the scaled equalities (a list of int vectors); (None, None) when no lattice point exists."""
+def _integer_system(rows: list, rhs: list, k: int):
+    """The equalities ``rows . z = rhs * 2^k`` as integer rows ``M z = r`` (each row times the lcm of
+    its denominators), and the entries of ``[M^T | I]`` whose HNF gives solutions and kernel."""
     m, s = len(rows), len(rows[0])
     scale = Q(1 << k)
     M, r = [], []
@@ -1120,6 +1117,15 @@ def lattice_basis(rows: list, rhs: list, target: list, k: int):
     for i in range(s):
         entries.extend(M[j][i] for j in range(m))
         entries.extend(1 if c == i else 0 for c in range(s))
+    return M, r, entries
+
+
+def lattice_basis(rows: list, rhs: list, target: list, k: int):
+    """(z, kernel): a lattice point of :func:`lattice_point` and the LLL-reduced integer kernel
+    of the scaled equalities (a list of int vectors); (None, None) when no lattice point exists."""
+    m, s = len(rows), len(rows[0])
+    scale = Q(1 << k)
+    M, r, entries = _integer_system(rows, rhs, k)
     H = flint.fmpz_mat(s, m + s, entries).hnf()
     P = [[int(H[i, j]) for j in range(m)] for i in range(m)]
     if any(P[i][i] == 0 for i in range(m)):
@@ -1400,17 +1406,7 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
         if _representable(x_seed.tolist(), dtype) is None:
             x_seed = from_tensor(x0.detach()).ravel()
         fixed.clear()
-    res.method = method
-    res.seconds = time.perf_counter() - t0
-    _TIMES.append(res.seconds)
-    if res.ok:
-        _STATS["hit"] += 1
-    else:
-        res.reason = reason
-        _STATS["miss"] += 1
-        if res.exact and all(res.exact) and not all(res.in_float):
-            _STATS["miss_float"] += 1
-    return res
+    return _finish(res, method, t0, reason)
 
 
 # lattice exponents of the float path, finest first: the finest the dtype represents for inputs

@@ -74,35 +74,9 @@ class FloatTieResult:
 # ---------------------------------------------------------------- the float discriminant, as a black box
 
 def _replay(prog: Program, x: torch.Tensor, upto: int, grad: bool):
-    from .trace import Ref
+    from ._synth import _replay_float
 
-    import torch.utils._pytree as pytree
-
-    tr = prog.trace
-    vals: dict = {}
-
-    def f(v):
-        if isinstance(v, Ref):
-            if v.kind == "in":
-                return x
-            if v.kind == "const":
-                return tr.consts[v.index]
-            return vals[v]
-        return v
-
-    with torch.set_grad_enabled(grad):
-        for node in tr.nodes[:upto + 1]:
-            args = pytree.tree_map(f, node.args, is_leaf=lambda v: isinstance(v, Ref))
-            kwargs = pytree.tree_map(f, node.kwargs, is_leaf=lambda v: isinstance(v, Ref))
-            if node.func._schema.is_mutable:
-                args = pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, args)
-            out = node.func(*args, **kwargs)
-            if isinstance(out, (tuple, list)):
-                for j, o in enumerate(out):
-                    vals[Ref("node", node.index, j)] = o
-            else:
-                vals[Ref("node", node.index, 0)] = out
-    return vals
+    return _replay_float(prog.trace, x, upto, grad)
 
 
 class _Phi:

@@ -233,3 +233,24 @@ def test_both_tie_kinds_yields_the_kind_asked_for():
 
     run()
     assert "float-only tie" in seen
+
+
+def test_both_tie_kinds_on_a_program_with_python_branches_draws_structured_inputs():
+    """Deep-tie synthesis needs a branch-free program; on one that branches in Python (the zoo's
+    paper-boustany) the strategy falls back to its structured inputs instead of raising (a
+    campaign showed the raw ValueError as an error of the target)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from mtcheck import zoo
+    from mtcheck.float_ties import both_tie_kinds
+
+    prog, (x,) = zoo.ZOO["paper-boustany"]()
+    seen = []
+
+    @settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(both_tie_kinds(prog, shape=tuple(x.shape), dtype=x.dtype, kinds=("exact tie",)))
+    def draw(pair):
+        seen.append(pair[1])
+
+    draw()
+    assert seen and set(seen) == {"structured"}

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 KINDS = ("bias_kink", "zero_unit", "zero_bias", "pool_bias", "equal_weights")
+# and, separately (a float kink, not an exact one): float_param_tie / float_param_ties, kind "float_bias"
 
 
 @dataclass
@@ -328,3 +329,93 @@ def _strategy_nobatch(model, kind):
 
 __all__ = ["ParamTie", "KINDS", "parameter_ties", "relu_kink", "relu_kink_biases", "zero_units", "zero_biases",
            "pool_tie_biases", "equal_weights"]
+
+
+# ---------------------------------------------------------------- rounding-induced ties in parameter space
+
+def float_param_tie(model: nn.Module, batch, layer: str, unit: int, sample: int = 0, position: int = 0,
+                    tries: int = 24):
+    """A copy of ``model`` whose ``layer`` unit ``unit`` has, on ``sample`` (output ``position`` for a
+    convolution), a pre-activation that PyTorch's float forward computes as exactly 0 while its exact
+    value is not 0: a rounding-induced tie in parameter space (``mtcheck.check(..., wrt="parameters")``
+    reports ``ROUNDING_BRANCH`` there). The bias is moved by the float output (``b - out``), then by
+    single ulps, until the framework's own forward gives 0; the exact pre-activation at the layer's
+    float input must then be nonzero. Returns a :class:`ParamTie` (kind ``float_bias``), or None when
+    no bias within ``tries`` steps gives a float zero, or the zero is exact."""
+    batch = _as_batch(batch)
+    net = copy.deepcopy(model)
+    lay = dict(_layers(net))
+    if layer not in lay:
+        raise ValueError(f"no linear/conv layer {layer!r}; layers: {list(lay)}")
+    m = lay[layer]
+    if m.bias is None:
+        raise ValueError(f"layer {layer!r} has no bias")
+    got = {}
+
+    def hook(mod, args, out):
+        got.setdefault("h", args[0].detach().clone())
+        got.setdefault("out", out.detach().clone())
+
+    def out_at():
+        got.clear()
+        hd = m.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                net(*batch)
+        finally:
+            hd.remove()
+        o = got["out"][sample].reshape(got["out"].shape[1], -1)
+        return o[unit, position]
+
+    b = m.bias
+    for step in range(tries):
+        o = out_at()
+        if o.item() == 0.0:
+            break
+        with torch.no_grad():
+            if step < 3:
+                b[unit] = b[unit] - o                       # the float residual, in the bias' dtype
+            else:                                           # then walk by ulps towards the zero
+                toward = torch.tensor(-float("inf") if o.item() > 0 else float("inf"), dtype=b.dtype)
+                b[unit] = torch.nextafter(b[unit], toward)
+    else:
+        return None
+    P = _patches(m, got["h"])
+    exact = _exact_dot(m.weight[unit].detach().reshape(-1).double(), P[sample, position]) + Fraction(float(b[unit].detach()))
+    if exact == 0:
+        return None
+    return ParamTie(net, "float_bias", layer, unit, sample, exact=False,
+                    note=f"float forward gives exactly 0 at {layer}[{unit}] on sample {sample}; the exact "
+                         f"pre-activation at the layer's float input is {float(exact):.3g} (rounding-induced)")
+
+
+def float_param_ties(model: nn.Module, batch):
+    """A strategy of :class:`ParamTie` (kind ``float_bias``): rounding-induced ties in parameter space
+    (:func:`float_param_tie` at a drawn layer, unit and sample). A miss draws again, at most a few
+    times, then gives the model copy unchanged (kind ``none``), so the strategy never rejects."""
+    from hypothesis import strategies as st
+
+    batch = _as_batch(batch)
+    feeds = _inputs(model, batch)
+    layers = [(n, m) for n, m in _layers(model) if m.bias is not None and n in feeds]
+    if len(layers) > 1:
+        layers = layers[:-1]      # the last layer usually gives the outputs: a zero there is no kink
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no biased nn.Linear / nn.Conv layer that runs on the batch")
+
+    @st.composite
+    def draw(d):
+        for _ in range(4):
+            name, m = d(st.sampled_from(layers))
+            h = feeds[name][0]
+            n_samples = h.shape[0] if isinstance(m, nn.Linear) and h.ndim > 1 else h.shape[0]
+            unit = d(st.integers(0, m.out_features - 1 if isinstance(m, nn.Linear) else m.out_channels - 1))
+            sample = d(st.integers(0, max(n_samples - 1, 0)))
+            positions = 1 if isinstance(m, nn.Linear) else int(torch.tensor(_out_shape(m, h)).prod())
+            pos = d(st.integers(0, positions - 1))
+            tie = float_param_tie(model, batch, name, unit, sample, pos)
+            if tie is not None:
+                return tie
+        return ParamTie(copy.deepcopy(model), "none", "", note="no rounding-induced tie found in 4 draws")
+
+    return draw()

@@ -254,3 +254,31 @@ def test_both_tie_kinds_on_a_program_with_python_branches_draws_structured_input
 
     draw()
     assert seen and set(seen) == {"structured"}
+
+
+def test_rounding_induced_ties_in_parameter_space():
+    """A bias moved until PyTorch's float forward gives exactly 0 at a hidden unit, whose exact
+    pre-activation is not 0: wrt="parameters" reports ROUNDING_BRANCH (a float-only tie); the strategy
+    draws such copies and never touches the original model."""
+    from hypothesis import HealthCheck, given, settings
+
+    import mtcheck
+    from mtcheck import zoo
+    from mtcheck.strategies import float_param_tie, float_param_ties
+
+    model, (x,) = zoo.ZOO["lenet-f32"]()
+    before = model.f1.bias.detach().clone()
+    tie = float_param_tie(model, x, "f1", 0)
+    assert tie is not None and tie.kind == "float_bias" and tie.exact is False
+    assert torch.equal(model.f1.bias.detach(), before)
+    rep = mtcheck.check(tie.model, x, wrt="parameters", neighbours=False)
+    assert rep.verdict is mtcheck.Verdict.ROUNDING_BRANCH, rep.explain()
+    kinds = []
+
+    @settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(float_param_ties(model, x))
+    def draw(t):
+        kinds.append(t.kind)
+
+    draw()
+    assert kinds and set(kinds) <= {"float_bias", "none"} and "float_bias" in kinds

@@ -959,9 +959,10 @@ FLOAT_SEARCH_CANDIDATES = 400       # lattice points tried in the float forward,
 FLOAT_SEARCH_SECONDS = 0.6          # and the time they may take
 
 
-def _replay_float(tr, x: torch.Tensor, upto: int, grad: bool = False) -> dict:
+def _replay_float(tr, x: torch.Tensor, upto: int, grad: bool = False, consts=None) -> dict:
     """PyTorch's float forward of the trace on input ``x``, op by op, nodes ``0..upto``:
-    a dict Ref -> tensor (the same ATen calls on the same shapes as the traced program)."""
+    a dict Ref -> tensor (the same ATen calls on the same shapes as the traced program).
+    ``consts`` replaces the trace's constants (float64 copies, for a heuristic replay)."""
     import torch.utils._pytree as pytree
 
     from .trace import Ref
@@ -973,10 +974,11 @@ def _replay_float(tr, x: torch.Tensor, upto: int, grad: bool = False) -> dict:
             if v.kind == "in":
                 return x
             if v.kind == "const":
-                return tr.consts[v.index]
+                return consts[v.index]
             return vals[v]
         return v
 
+    consts = tr.consts if consts is None else consts
     with torch.set_grad_enabled(grad):
         for node in tr.nodes[:upto + 1]:
             args = pytree.tree_map(f, node.args, is_leaf=lambda v: isinstance(v, Ref))
@@ -1431,33 +1433,9 @@ def _consts64(prog):
 def _replay64(prog, x, upto):
     """The trace replayed in float64 (float64 copies of the weights), autograd on: a heuristic
     model of the exact forward for Newton steps, never a decision."""
-    import torch.utils._pytree as pytree
-
     from .trace import Ref
 
-    consts = _consts64(prog)
-    vals: dict = {}
-
-    def f(v):
-        if isinstance(v, Ref):
-            if v.kind == "in":
-                return x
-            if v.kind == "const":
-                return consts[v.index]
-            return vals[v]
-        return v
-
-    for node in prog.trace.nodes[:upto + 1]:
-        args = pytree.tree_map(f, node.args, is_leaf=lambda v: isinstance(v, Ref))
-        kwargs = pytree.tree_map(f, node.kwargs, is_leaf=lambda v: isinstance(v, Ref))
-        if node.func._schema.is_mutable:
-            args = pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, args)
-        out = node.func(*args, **kwargs)
-        if isinstance(out, (tuple, list)):
-            for j, o in enumerate(out):
-                vals[Ref("node", node.index, j)] = o
-        else:
-            vals[Ref("node", node.index, 0)] = out
+    vals = _replay_float(prog.trace, x, upto, grad=torch.is_grad_enabled(), consts=_consts64(prog))
     vals[Ref("in", 0)] = x
     return vals
 

@@ -40,7 +40,40 @@ import time
 
 import torch
 
-MODELS = ("lenet-f32", "lenet-f32-bad-maxpool", "resnet-bn-f32", "vgg-f32", "vgg11-f32")
+MODELS = ("lenet-f32", "lenet-f32-bad-maxpool", "resnet-bn-f32", "vgg-f32", "vgg11-f32", "lenet-f32-ce",
+          "transformer-f32")
+
+
+class _WithLoss(torch.nn.Module):
+    """``F.cross_entropy(model(x), label)``: a scalar loss, as users check a model with its loss."""
+
+    def __init__(self, model, label):
+        super().__init__()
+        self.model, self.label = model, label
+
+    def forward(self, x):
+        return torch.nn.functional.cross_entropy(self.model(x), self.label)
+
+
+def _lenet_ce():
+    from mtcheck import zoo
+
+    m, (x,) = zoo.lenet_f32()
+    return _WithLoss(m, torch.tensor([3])).eval(), (x,)
+
+
+def _transformer():
+    """nn.TransformerEncoderLayer(d_model=64, nhead=4), default init, eval, float32, on 16 tokens
+    of which tokens 0 and 1 are equal and token 2 is zero."""
+    torch.manual_seed(0)
+    m = torch.nn.TransformerEncoderLayer(64, 4, batch_first=True).eval()
+    x = torch.randn(1, 16, 64)
+    x[0, 1] = x[0, 0]
+    x[0, 2] = 0
+    return m, (x,)
+
+
+_EXTRA = {"lenet-f32-ce": _lenet_ce, "transformer-f32": _transformer}
 JACOBIAN_REPEAT = 5
 VGG11_TARGET_S = 30.0
 
@@ -69,7 +102,7 @@ def measure(name: str, repeat: int, gradcheck_vgg11: bool) -> dict:
     import mtcheck
     from mtcheck import zoo
 
-    model, (x,) = zoo.ZOO[name]()
+    model, (x,) = _EXTRA[name]() if name in _EXTRA else zoo.ZOO[name]()
     row = {"model": name, "n": x.numel(), "params": sum(p.numel() for p in model.parameters())}
     try:
         mtcheck.check(model, x)                                         # warm-up (imports, caches)
@@ -113,7 +146,9 @@ def _targets(r) -> str:
     cj = c / j if c is not None and j else None
     name = r["model"]
     out = []
-    if name.startswith("lenet"):
+    if name == "lenet-f32-ce":
+        out.append(f"<=1x gc {mark(None if cg is None else cg <= 1.0)}")
+    elif name.startswith("lenet"):
         out.append(f"<=0.5x gc {mark(None if cg is None else cg <= 0.5)}")
         out.append(f"<=50x jac {mark(None if cj is None else cj <= 50)}")
         out.append(f"RSS<500MB {mark(None if r.get('rss_mb') is None else r['rss_mb'] < 500)}")
@@ -122,6 +157,8 @@ def _targets(r) -> str:
             out.append(f"NOT_ASSOCIATED {mark(v == 'NOT_ASSOCIATED')}")
     elif name == "vgg11-f32":
         out.append(f"<={VGG11_TARGET_S:.0f}s {mark(None if c is None else c <= VGG11_TARGET_S)}")
+    elif name == "transformer-f32":
+        out.append(f"<=5s {mark(None if c is None else c <= 5.0)}")
     else:
         out.append(f"<=1x gc {mark(None if cg is None else cg <= 1.0)}")
     return ", ".join(out)

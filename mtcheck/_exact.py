@@ -115,12 +115,20 @@ def _big_float(v) -> float:
 
 def sign(a) -> np.ndarray:
     """Elementwise sign (-1, 0, 1) as int8, decided exactly."""
+    from ._ball import Ball, sign as ball_sign
+
+    if isinstance(a, Ball):
+        return ball_sign(a)
     a = np.asarray(a)
     return (a > 0).astype(np.int8) - (a < 0).astype(np.int8)
 
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact product of two 2-D object arrays."""
+    if _is_ball(a) or _is_ball(b):
+        from ._ball import matmul as _bm
+
+        return _bm(a, b)
     if _is_mod(a) or _is_mod(b):
         from ._fixed import mod_matmul2d
 
@@ -167,6 +175,10 @@ def _fix_ints(a: np.ndarray) -> np.ndarray:
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact ``a @ b`` with numpy's matmul broadcasting rules (a, b at least 1-D)."""
+    if _is_ball(a) or _is_ball(b):
+        from ._ball import matmul as _bm
+
+        return _bm(a, b)
     if _is_ft(a) or _is_ft(b):
         from ._fastfloat import matmul as _fm
 
@@ -215,6 +227,12 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _is_ball(a) -> bool:
+    from ._ball import Ball
+
+    return isinstance(a, Ball)
+
+
 def _is_dep(a) -> bool:
     from ._support import Dep
 
@@ -247,6 +265,8 @@ def identity(n: int) -> np.ndarray:
 
 
 def is_zero(a) -> bool:
+    if _is_ball(a):
+        return bool(a.size == 0 or not ((a.mid != 0) | (a.rad != 0)).any())
     a = np.asarray(a)
     return bool(a.size == 0 or not (a != 0).any())
 

@@ -74,6 +74,10 @@ def to_float_exact(v):
     """An exact value (fmpq, int, object array of fmpq/int, float array) as float64, or Inexact."""
     if isinstance(v, FT):
         return v.view(np.ndarray)
+    from ._ball import Ball
+
+    if isinstance(v, Ball):
+        raise Inexact("an enclosure of irrational values")
     if isinstance(v, np.ndarray):
         if v.dtype == np.float64:
             return v

@@ -44,6 +44,12 @@ def _dyadic(v):
     raise NotDyadic(f"value of type {type(v).__name__}")
 
 
+def _is_ball(a) -> bool:
+    from ._ball import Ball
+
+    return isinstance(a, Ball)
+
+
 def _shift(a: np.ndarray, k: int) -> np.ndarray:
     """Integers times 2**k (k >= 0), elementwise, as a plain object array."""
     if k == 0:
@@ -72,6 +78,8 @@ def lift(x, e_hint=None):
     """Any exact operand as (plain object int array or int scalar, exponent)."""
     if isinstance(x, Fx):
         return x.view(np.ndarray), x.e
+    if _is_ball(x):
+        raise NotDyadic("an enclosure of irrational values is not dyadic")
     if isinstance(x, np.ndarray):
         if x.dtype == object:
             return from_exact(x).view(np.ndarray), from_exact(x).e
@@ -146,6 +154,8 @@ def from_exact(a: np.ndarray) -> "Fx":
     for large constants (weights are converted once per model)."""
     if isinstance(a, Fx):
         return a
+    if _is_ball(a):
+        raise NotDyadic("an enclosure of irrational values is not dyadic")
     hit = _CACHE.get(id(a))
     if hit is not None and hit[0] is a:
         return hit[1]
@@ -434,6 +444,8 @@ def _mod_from_floats(f: np.ndarray, p: int) -> "Mod":
 def to_mod(x, p: int):
     """An exact operand (Mod, Fx, fmpq/int object array, bool/int array, scalar) modulo ``p``:
     (residues: int64 array or int, exponent, bits)."""
+    if _is_ball(x):
+        raise NotModular("an enclosure of irrational values has no residues")
     if isinstance(x, Mod):
         if x.p != p:
             raise NotModular("residues modulo two different primes")

@@ -218,12 +218,30 @@ def _diff(a: _Mat, b: _Mat):
     return [num[i * c:(i + 1) * c] for i in range(a.r)], den
 
 
-def _row_tols(js: _Mat, tol):
-    """``tol_i = atol + rtol * ||J_S[i]||_1`` per row; all zero in exact mode."""
+def _row_tols(js: _Mat, tol, radius=None):
+    """``tol_i = atol + rtol * ||J_S[i]||_1`` per row (plus ``radius[i]`` for an enclosed J_S:
+    the true J_S is within ``radius[i]`` of the given midpoint row in the L1 norm); all zero in
+    exact mode."""
     if tol is None:
         return [Fraction(0)] * js.r
     rtol, atol = tol
-    return [atol + rtol * Fraction(sum(map(abs, js.row(i))), js.den) for i in range(js.r)]
+    tols = [atol + rtol * Fraction(sum(map(abs, js.row(i))), js.den) for i in range(js.r)]
+    if radius is not None:
+        tols = [t + Fraction(r, radius.den) for t, r in zip(tols, radius.num)]
+    return tols
+
+
+def _radius(cert: dict, m: int, tol):
+    """The optional ``J_S_radius``: per-row L1 bounds of an enclosed J_S (irrational values)."""
+    x = cert.get("J_S_radius")
+    if x is None:
+        return None
+    rad = _vector(x, "J_S_radius", m)
+    if any(v < 0 for v in rad.num):
+        _fail("J_S_radius has a negative entry")
+    if tol is None:
+        _fail("J_S_radius is given in exact mode: an enclosed J_S is compared in tolerance mode only")
+    return rad
 
 
 def _mode(tol) -> str:
@@ -295,7 +313,7 @@ def _check_smooth(cert: dict, verdict: str, n: int, m: int) -> str:
         _fail("nonzero_tie_row is given: it would prove T(x) != R^n, "
               f"which contradicts {verdict}")
     ties_desc = _no_ties(ties)
-    tols = _row_tols(js, tol)
+    tols = _row_tols(js, tol, _radius(cert, m, tol))
     bad = []          # (row, column or None, ||D_i||_1, tol_i)
     for i, row in enumerate(d_rows):
         if tol is None:
@@ -354,7 +372,7 @@ def _check_associated(cert: dict, n: int, m: int) -> str:
         y = _matrix(y, "Y", (m, a.r))
         r_rows, r_den = _residual(d_rows, d_den, y, a)
         what = "R = D - Y A"
-    tols = _row_tols(js, tol)
+    tols = _row_tols(js, tol, _radius(cert, m, tol))
     mode = _mode(tol)
     for i, row in enumerate(r_rows):
         if tol is None:
@@ -444,7 +462,7 @@ def _check_not_associated(cert: dict, n: int, m: int) -> str:
     wit = _key(cert, "witness", "certificate")
     if wit is None:
         _fail("NOT_ASSOCIATED needs a witness; it is null")
-    tols = _row_tols(js, tol)
+    tols = _row_tols(js, tol, _radius(cert, m, tol))
     return (f"NOT_ASSOCIATED verified ({_mode(tol)}): "
             + _check_witness(wit, ties, n, m, tol, tols, d_rows, d_den))
 

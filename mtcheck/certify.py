@@ -68,8 +68,9 @@ def find_ties(model, ev, wrt) -> Ties:
     """Tied discriminants, without those whose derivative row is structurally zero."""
     out = Ties()
     sup = None
+    last = max((i for i, d in enumerate(ev.discs) if any((disc.signs() == 0).any() for disc in d)), default=None)
     try:
-        sup = model.support(ev, wrt)
+        sup = model.support(ev, wrt, upto=last)
     except Exception as e:  # noqa: BLE001 - a rule outside the flag arithmetic: assume every row may be nonzero
         out.support_note = f"structural zeros not computed ({type(e).__name__}: {str(e)[:80]})"
     for node, d in zip(model.trace.nodes, ev.discs):
@@ -124,14 +125,15 @@ def tie_rows(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | No
             return model.reverse(ev, wrt, {}, count, _seeds_one_hot(ties, start, count))
         except NoReverse:
             pass
-    tans = model.linearize(ev, wrt)
+    # only the nodes up to the last tied one matter (a smooth tail, e.g. a loss, is not followed)
+    tans = model.linearize(ev, wrt, upto=max(ni for ni, _ in ties.discs))
     rows, off = [], 0
     for ni, d in ties.discs:
         L = d.values.size
         lo, hi = max(start - off, 0), min(start + count - off, L)
         if lo < hi:
             r = model.disc_rows(ev, tans, ni, d, n, select=np.arange(lo, hi))
-            rows.append(np.asarray(r, dtype=object))
+            rows.append(r if getattr(r, "rad", None) is not None else np.asarray(r, dtype=object))
         off += L
     return np.concatenate(rows, axis=0)
 
@@ -315,7 +317,15 @@ def tie_matrix(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | 
             return TieMatrix(model, ev, wrt, _seeds_one_hot(ties, start, count), count)
         except (NotDyadic, NoReverse):
             pass
-    return TieMatrix(exact=tie_rows(model, ev, wrt, ties, n, start, count))
+    rows = tie_rows(model, ev, wrt, ties, n, start, count)
+    from ._ball import Ball, exactify
+
+    if isinstance(rows, Ball):
+        rows = exactify(rows)
+        if isinstance(rows, Ball):
+            raise Budget("a tie's derivative row passes through irrational values (an enclosure, not exact): "
+                         "deciding the tangent space from enclosed tie rows is not implemented")
+    return TieMatrix(exact=rows)
 
 
 # ----------------------------------------------------------------------------- integers

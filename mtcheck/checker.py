@@ -18,8 +18,9 @@ from . import framework
 from . import certify
 from ._exact import Q0, Q1, from_floats, from_tensor, matmul2d, q, to_float
 from .certify import rows_to_int
-from .model import ExactModel, case_keys
+from .model import ExactModel, case_keys, has_balls
 from fractions import Fraction
+from .errors import UndecidedError
 from .report import Report, Verdict, Witness
 from .strata import SolverLimits, find_direction_outside, in_convex_hull
 from .trace import prepare_inputs, trace
@@ -92,10 +93,18 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
     tr = trace(fn, leaves)
     model = ExactModel(tr)
     x_exact = [from_tensor(t) for t in leaves]
-    ev = model.evaluate(x_exact)
+    rep = Report(Verdict.UNKNOWN, program=name or _name(fn))
+    try:
+        ev = model.evaluate(x_exact)
+    except UndecidedError as e:
+        # an irrational discriminant whose enclosure contains 0: never decided by a tolerance
+        rep.reasons["undecided"] = f"the case of {e.op} at {e.where} is not decided: {e.why}"
+        rep.n_inputs = sum(x_exact[i].size for i in wrt)
+        rep.timings = {"trace+exact forward": time.perf_counter() - t0}
+        rep.replay = _replay_text(rep.program, inputs, wrt)
+        return rep
     clock["trace+exact forward"] = time.perf_counter() - t0
 
-    rep = Report(Verdict.UNKNOWN, program=name or _name(fn))
     rep.pattern = model.pattern(ev)
     n = sum(x_exact[i].size for i in wrt)
     rep.n_inputs = n
@@ -130,6 +139,11 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
         rep.timings = clock
         rep.replay = _replay_text(rep.program, inputs, wrt)
         return rep
+    J_S, J_rad = _enclosure(J_S)
+    if J_rad is not None:
+        rep.enclosure_radius = float(max(J_rad, default=0))
+        rep.notes.append(f"smooth ops with irrational values: J_S is enclosed (largest row L1 radius "
+                         f"{rep.enclosure_radius:.3g}), and each row's radius is added to its tolerance")
     m = J_S.shape[0]
     rep.n_outputs = m
     ties = certify.find_ties(model, ev, wrt)
@@ -178,10 +192,11 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
         rep.reasons["certificate"] = "none needed: the non-finite entry of the framework's Jacobian is the proof"
     else:
         try:
-            _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank)
+            _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad)
         except certify.Budget as e:
             rep.verdict = Verdict.UNKNOWN
             rep.reasons["budget"] = str(e)
+            rep.certificate = None         # an unfinished proof is no certificate
         if rep.exact_mode and not rep.verdict.passed:
             # The forward replays exact values, but the backward may still round (a 3-way tie splits
             # the gradient into thirds). A difference within float64 rounding is reported as such,
@@ -228,8 +243,10 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
         rep.reasons["differentiable"] = "neighbouring strata not enumerated (neighbours=False)"
     elif not finite or rep.verdict is Verdict.UNKNOWN:
         rep.reasons["differentiable"] = "not decided (the verdict is not decided)"
-    elif not _piecewise_affine(model, tans if tans is not None else {r: True for r in model.live_refs(wrt)}):
-        rep.reasons["differentiable"] = ("the program is not piecewise affine (it multiplies input-dependent values), "
+    elif has_balls(ev) or not _piecewise_affine(model, tans if tans is not None else
+                                                {r: True for r in model.live_refs(wrt)}):
+        rep.reasons["differentiable"] = ("the program is not piecewise affine (it multiplies input-dependent values, "
+                                         "or has smooth nonlinear ops), "
                                          "so Jacobians vary inside a stratum; the neighbouring-strata test is not done")
         rep.reasons["Clarke"] = "needs the neighbouring strata (not enumerated)"
     else:
@@ -274,7 +291,7 @@ def _stratum_jacobian(model, ev, wrt, n):
 
     seeds, m = model.output_seeds(ev)
     why = ""
-    if m < n:
+    if m <= n:
         try:
             return model.reverse(ev, wrt, seeds, m, as_fx=True), None
         except NoReverse as e:
@@ -288,14 +305,19 @@ def _stratum_jacobian(model, ev, wrt, n):
     return model.output_jacobian(ev, tans, n), tans
 
 
-def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
-    """The verdict by row space (see :mod:`mtcheck.certify`) and its certificate."""
+def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad=None):
+    """The verdict by row space (see :mod:`mtcheck.certify`) and its certificate. ``J_rad``: for an
+    enclosed J_S (midpoints given), each row's L1 radius, added to that row's tolerance."""
     QMat = certify.QMat
     tol = None if rep.exact_mode else rep.tolerance
     Js = QMat.of(J_S)
     Jf = QMat.of_floats(J_fw)
     D = Jf - Js
     tols = certify.row_tolerances(Js, tol)
+    if J_rad is not None:
+        if tol is None:   # pragma: no cover - an enclosure is never exact mode
+            raise certify.Budget("an enclosed J_S cannot be compared in exact mode")
+        tols = [t + r for t, r in zip(tols, J_rad)]
     l1 = D.row_l1()
     small = all(v <= t for v, t in zip(l1, tols)) if tol is not None else all(v == 0 for v in l1)
     cert = {"format": "mtcheck-certificate", "version": 1, "n": n, "m": m,
@@ -303,6 +325,8 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank):
                                                    "atol": certify.rational(q(tol[1]))},
             "J_fw": Jf.encode(), "J_S": Js.encode(),
             "tie_rows": None, "nonzero_tie_row": None, "Y": None, "witness": None}
+    if J_rad is not None:
+        cert["J_S_radius"] = {"den": _den_of(J_rad), "num": [int(r * _den_of(J_rad)) for r in J_rad]}
     rep.certificate = cert
 
     # is T(x) a proper subspace? one nonzero tie row proves it (found by residues, then exact);
@@ -527,8 +551,34 @@ _BILINEAR = ("aten.mul.", "aten.div.", "aten.mm.", "aten.bmm.", "aten.matmul.", 
              "aten.mul_.", "aten.div_.", "aten._prelu_kernel.")
 _ADDED_FIRST = ("aten.addmm.", "aten.addmv.", "aten.baddbmm.", "aten.addbmm.")
 _CONV = ("aten.convolution.", "aten._convolution.")
-_NONAFFINE = ("aten.pow.", "aten.square.", "aten.hardswish.", "aten.smooth_l1_loss.", "aten.huber_loss.",
+_NONAFFINE = ("aten.native_layer_norm.", "aten.native_group_norm.",
+              "aten.pow.", "aten.square.", "aten.hardswish.", "aten.smooth_l1_loss.", "aten.huber_loss.",
               "aten.mse_loss.")
+
+
+_SMOOTH_MODULES = (".smooth", ".attention", ".norms_smooth")
+
+
+def _enclosure(J_S):
+    """(J_S as exact data, None) or, for an enclosed J_S, (its float64 midpoints, every row's L1
+    radius as an exact upper bound: Fractions)."""
+    from ._ball import Ball, exactify, radius_l1_rows
+
+    if not isinstance(J_S, Ball):
+        return J_S, None
+    e = exactify(J_S)
+    if not isinstance(e, Ball):
+        return e, None
+    return np.array(J_S.mid), [Fraction(float(r)) for r in radius_l1_rows(J_S)]
+
+
+def _den_of(fracs) -> int:
+    import math
+
+    d = 1
+    for f in fracs:
+        d = d * f.denominator // math.gcd(d, f.denominator)
+    return d
 
 
 def _piecewise_affine(model, tans) -> bool:
@@ -538,8 +588,8 @@ def _piecewise_affine(model, tans) -> bool:
 
     from .trace import Ref
 
-    for node in model.trace.nodes:
-        if node.op.startswith(_NONAFFINE):
+    for node, rule in zip(model.trace.nodes, model.rules):
+        if node.op.startswith(_NONAFFINE) or type(rule).__module__.endswith(_SMOOTH_MODULES):
             return False
         if node.op.startswith("aten.multi_margin_loss.") and len(node.args) > 2 and node.args[2] == 2:
             return False                  # p = 2 squares the hinge
@@ -573,6 +623,8 @@ def _forward_is_exact(model: ExactModel, ev):
             ex = ev.values.get(_ref(node.index, j))
             if ex is None or ex.dtype != object:
                 continue
+            if getattr(ex, "rad", None) is not None:
+                return False, f"{node.label} at {node.where} (irrational values)"
             fw = from_tensor(r)
             if fw.shape != ex.shape or (fw != ex).any():
                 return False, f"{node.label} at {node.where}"
@@ -624,10 +676,17 @@ def _apply_step(x_exact, wrt, t, h):
 def _witness(model, ev, x_exact, wrt, J_fw, Js, t, i) -> Witness:
     """The user-facing witness: direction t (exact), both rates, and exact values of the program
     along t inside the stratum (a dyadic step h that keeps the pattern)."""
+    from .model import has_balls
+
     t = np.asarray(t, dtype=object)
     fw_rate = _rate(certify.QMat.of_floats(J_fw[i:i + 1]), 0, t)
     s_rate = _rate(Js, i, t)
     w = Witness(int(i), list(t), fw_rate, s_rate)
+    if has_balls(ev):
+        w.note = ("the program's values are enclosures (irrational), so no exact values f(x + h t) are shown; "
+                  "the rate J_S t is the midpoint's, and the certificate's margin exceeds the tolerance plus the "
+                  "enclosure radius")
+        return w
     f0 = model.output_values(ev)[i]
     tans = None
     if not model.trace.has_branches():

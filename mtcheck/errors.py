@@ -57,5 +57,17 @@ class OutsideTheoryError(CheckInputError):
         )
 
 
+class UndecidedError(CheckInputError):
+    """A case that rigorous enclosures cannot decide: a discriminant of irrational value whose
+    ball contains 0 (it may be a tie that only a proof of equality could show). The checker
+    reports it as an ``UNKNOWN`` verdict naming the node; it is never decided by a tolerance."""
+
+    def __init__(self, op: str, where: str, why: str):
+        self.op = op
+        self.where = where
+        self.why = why
+        super().__init__(f"{op} (called at {where}): {why}")
+
+
 class NonFiniteError(CheckInputError):
     """A NaN or an infinity in an input or a weight."""

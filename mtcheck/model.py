@@ -147,6 +147,8 @@ class ExactModel:
                 args = self._resolve(values, node.args)
                 kwargs = self._resolve(values, node.kwargs)
             ctx = self._ctx(node)
+            if not rule.balls and _any_ball(args, kwargs):
+                raise UnsupportedOpError(node.op, node.where, _NO_BALLS)
             out = _normalize(self._call(node, rule.forward, ctx, args, kwargs))
             if isinstance(out, tuple):
                 for j, o in enumerate(out):
@@ -156,6 +158,7 @@ class ExactModel:
             d = self._call(node, rule.discs, ctx, args, kwargs, out) if rule.nonsmooth else []
             for disc in d:
                 disc.branch = node.branch
+                self._call(node, disc.signs)     # decided now, or UNKNOWN naming this node
             ctxs.append(ctx)
             discs.append(d)
         return Evaluation(values, ctxs, discs, list(inputs))
@@ -182,8 +185,20 @@ class ExactModel:
 
     @staticmethod
     def _call(node, fn, *a):
+        from ._ball import NotEnclosed, Undecided
+
         try:
-            return fn(*a)
+            out = fn(*a)
+            if _any_ball(a):
+                _no_complex(node, out)
+            return out
+        except Undecided as e:
+            from .errors import UndecidedError
+
+            raise UndecidedError(node.op, node.where, f"{e}: the case is not decided by the enclosures "
+                                 "(a tie of irrational values would need a proof of equality)") from None
+        except NotEnclosed as e:
+            raise UnsupportedOpError(node.op, node.where, f"no enclosure rule ({e})") from None
         except _ops.NotModelled as e:
             raise UnsupportedOpError(node.op, node.where, str(e)) from None
         except _ops.NotLipschitz as e:
@@ -332,6 +347,8 @@ class ExactModel:
                 raise NoReverse(f"{node.op} has no reverse-mode rule")
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)
+            if not rule.balls and _any_ball(outs):
+                raise UnsupportedOpError(node.op, node.where, _NO_BALLS)
             out = ev.values.get(Ref("node", node.index, 0))
             if isinstance(rec, tuple):
                 out = tuple(ev.values[Ref("node", node.index, j)] for j in range(nout))
@@ -362,7 +379,7 @@ class ExactModel:
         return np.concatenate(rows, axis=1) if rows else zeros((B, 0))
 
     # ---------------------------------------------------------------- derivatives
-    def linearize(self, ev: Evaluation, wrt: list, directions=None, fast: bool = True):
+    def linearize(self, ev: Evaluation, wrt: list, directions=None, fast: bool = True, upto: int | None = None):
         """Forward-mode derivatives on the stratum of ``ev``.
 
         ``directions`` is a (B, n) exact array of input directions (n = total size
@@ -374,6 +391,14 @@ class ExactModel:
         The fast path computes in float64 with every operation checked to be
         exact; if one cannot be shown exact, the whole pass is redone in rationals.
         """
+        if has_balls(ev, upto):
+            # enclosed values: tangents are enclosures too (float64 products with error bounds),
+            # from exact directions
+            from ._ball import ball, to_ball
+
+            n = sum(ev.inputs[i].size for i in wrt)
+            d = ball(np.eye(n)) if directions is None else to_ball(np.asarray(directions))
+            return self._linearize(ev, wrt, d, fast=False, upto=upto)
         if fast:
             from ._fastfloat import Inexact, to_float_exact, wrap
 
@@ -381,21 +406,21 @@ class ExactModel:
                 n = sum(ev.inputs[i].size for i in wrt)
                 d = wrap(np.eye(n), 0) if directions is None else wrap(to_float_exact(directions))
                 d._is_eye = directions is None
-                return self._linearize(ev, wrt, d, fast=True)
+                return self._linearize(ev, wrt, d, fast=True, upto=upto)
             except (Inexact, TypeError):
                 # TypeError: a plain float met an exact rational (a rule left the verified
                 # path); the rational pass below recomputes everything
                 pass
-        return self._linearize(ev, wrt, directions, fast=False)
+        return self._linearize(ev, wrt, directions, fast=False, upto=upto)
 
-    def support(self, ev: Evaluation, wrt: list) -> dict:
+    def support(self, ev: Evaluation, wrt: list, upto: int | None = None) -> dict:
         """Structural support of every tangent (:mod:`mtcheck._support`): Ref -> Dep flags of
         shape (1,) + value shape, 0 where the derivative is exactly zero in every direction.
         Raises NotStructural when a rule leaves the flag arithmetic."""
         from ._support import ones
 
         n = sum(ev.inputs[i].size for i in wrt)
-        return self._linearize(ev, wrt, ones((1, n)), fast=False, dep=True)
+        return self._linearize(ev, wrt, ones((1, n)), fast=False, dep=True, upto=upto)
 
     def disc_support(self, tans: dict, node_index: int, disc: Disc) -> np.ndarray:
         """Bool per discriminant of ``disc``: whether its derivative row may be nonzero."""
@@ -473,7 +498,8 @@ class ExactModel:
         self._call(node, rule.discs, ctx2, moved, kwargs, out2)
         return ctx2, moved, out2
 
-    def _linearize(self, ev, wrt, directions, fast, dep=False, directional=False, fixed=False):
+    def _linearize(self, ev, wrt, directions, fast, dep=False, directional=False, fixed=False, upto=None):
+        """``upto``: stop after that node (the tangents of later nodes are not needed)."""
         from ._fastfloat import FT, Inexact
         from ._support import Dep, NotStructural
 
@@ -494,6 +520,8 @@ class ExactModel:
                 tans[Ref("in", i)]._eye_offset = off
             off += s
         for node, rule, ctx in zip(self.trace.nodes, self.rules, ev.ctxs):
+            if upto is not None and node.index > upto:
+                break
             targs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.args,
                                     is_leaf=lambda v: isinstance(v, Ref))
             tkwargs = pytree.tree_map(lambda v: tans.get(v) if isinstance(v, Ref) else None, node.kwargs,
@@ -507,6 +535,8 @@ class ExactModel:
                 continue
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)
+            if not rule.balls and _any_ball(args, kwargs, targs, tkwargs):
+                raise UnsupportedOpError(node.op, node.where, _NO_BALLS)
             if directional and rule.nonsmooth:
                 moved = self._perturbed(node, rule, ctx, ev, tans, args, kwargs, targs)
                 if moved is not None:
@@ -530,7 +560,7 @@ class ExactModel:
                         raise NotDyadic(f"{node.op} left fixed point")
                     tans[Ref("node", node.index, j)] = tj
                 else:
-                    tans[Ref("node", node.index, j)] = np.asarray(tj, dtype=object)
+                    tans[Ref("node", node.index, j)] = tj if _is_ball(tj) else np.asarray(tj, dtype=object)
         return tans
 
     def disc_rows(self, ev: Evaluation, tans: dict, node_index: int, disc: Disc, B: int, select=None,
@@ -566,7 +596,7 @@ class ExactModel:
                 rows = rows - _exact_t(tb.reshape(B, -1)[:, disc.idx_b])
         if disc.negate:
             rows = -rows
-        return np.asarray(rows, dtype=object).T
+        return rows.T if _is_ball(rows) else np.asarray(rows, dtype=object).T
 
     def _float_rows(self, tans, node_index, disc, B):
         from ._fastfloat import FT
@@ -609,7 +639,8 @@ class ExactModel:
             if tan is None:
                 rows.append(zeros((size, B)))
             else:
-                rows.append(np.asarray(_exact_t(tan.reshape(B, size)).T, dtype=object))
+                r = _exact_t(tan.reshape(B, size)).T
+                rows.append(r if _is_ball(r) else np.asarray(r, dtype=object))
         return np.concatenate(rows, axis=0) if rows else zeros((0, B))
 
     def output_values(self, ev: Evaluation):
@@ -618,7 +649,7 @@ class ExactModel:
             if ref is None or t is None or not t.is_floating_point():
                 continue
             v = self._consts[ref.index] if ref.kind == "const" else ev.values[ref]
-            vals.append(np.asarray(v, dtype=object).ravel())
+            vals.append(v.ravel() if _is_ball(v) else np.asarray(v, dtype=object).ravel())
         return np.concatenate(vals) if vals else np.empty(0, dtype=object)
 
     # ---------------------------------------------------------------- pattern
@@ -663,6 +694,50 @@ class ExactModel:
         for d in ev.discs:
             sig.append(tuple(bytes(disc.signs().tobytes()) for disc in d))
         return tuple(sig)
+
+
+_NO_BALLS = ("an argument holds irrational values enclosed in balls (from an earlier smooth op such as exp, "
+             "softmax or a norm), and this op has no enclosure rule yet")
+
+
+def _is_ball(x) -> bool:
+    from ._ball import Ball
+
+    return isinstance(x, Ball)
+
+
+def _any_ball(*xs) -> bool:
+    from ._ball import Ball
+
+    return any(isinstance(v, Ball) for v in pytree.tree_leaves(xs))
+
+
+def _no_complex(node, out) -> None:
+    """A rule that turned an enclosure into Python objects (``np.asarray(ball, dtype=object)``)
+    would compute on complex numbers: refuse it, naming the op."""
+    from ._ball import Ball
+
+    for v in pytree.tree_leaves(out):
+        if isinstance(v, np.ndarray) and not isinstance(v, Ball) and v.dtype == object and v.size:
+            if any(type(e) is complex for e in v.ravel().tolist()):
+                raise UnsupportedOpError(node.op, node.where, "its rule converted an enclosure to Python objects "
+                                         "(it has no enclosure support for this case)")
+
+
+def has_balls(ev, upto: int | None = None) -> bool:
+    """Whether an evaluation holds enclosed (irrational) values (in nodes up to ``upto``)."""
+    from ._ball import Ball
+
+    if upto is not None:
+        return any(isinstance(v, Ball) for r, v in ev.values.items() if r.kind == "node" and r.index <= upto)
+    cached = getattr(ev, "_has_balls", None)
+    if cached is None:
+        cached = any(isinstance(v, Ball) for v in ev.values.values())
+        try:
+            ev._has_balls = cached
+        except AttributeError:  # pragma: no cover - a frozen evaluation
+            pass
+    return cached
 
 
 def _obj(x):

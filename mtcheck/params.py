@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CheckInputError, UnsupportedOpError
+from .errors import CheckInputError
 
 ACCEPTED = ('None, an input position or a list of positions (0, [0, 2]), "inputs", "parameters", "all", '
             'a parameter name ("fc.weight"), or a list of parameter names (which may also hold input positions)')
@@ -303,14 +303,7 @@ def check_params(fn, inputs, wrt, model=None, batch=None, **options):
 
     plan = resolve(fn, tuple(inputs), wrt, model=model, batch=batch)
     name = options.pop("name", None)
-    try:
-        rep = check(plan.function, *plan.inputs, wrt=plan.wrt, name=name or plan.program, **options)
-    except UnsupportedOpError as e:
-        if "softmax" in e.op and model is not None:
-            raise UnsupportedOpError(e.op, e.where, e.why + " (cross-entropy and NLL over log-softmax need the smooth "
-                                     "ops of the piecewise-C^1 work, not there yet; MSE, L1 and hinge-type losses "
-                                     "such as F.multi_margin_loss or clamp(1 - y * out, min=0) are supported)") from None
-        raise
+    rep = check(plan.function, *plan.inputs, wrt=plan.wrt, name=name or plan.program, **options)
     annotate(rep, plan, plan.inputs[:len(plan.inputs) - sum(1 for lab, *_ in plan.layout
                                                              if not lab.startswith("input "))], options)
     return rep

@@ -77,6 +77,7 @@ class Report:
     pattern: Any = None
     exact_mode: bool = False
     tolerance: tuple | None = None          # (rtol, atol) used for gradient comparisons, None when exact
+    enclosure_radius: float | None = None   # irrational values: the largest row L1 radius of the enclosed J_S
     tangent_dim: int | None = None
     n_inputs: int = 0
     n_outputs: int = 0
@@ -117,6 +118,9 @@ class Report:
         mode = ("exact (float64 replays the exact values; gradients compared with no tolerance)" if self.exact_mode
                 else f"tolerance rtol={self.tolerance[0]:g}, atol={self.tolerance[1]:g} "
                      "(the float forward does not replay the exact values)" if self.tolerance else "exact")
+        if self.enclosure_radius is not None:
+            mode += (f", plus the enclosure radius of J_S (irrational values; at most {self.enclosure_radius:.3g} "
+                     "per row, L1)")
         out.append(f"comparison: {mode}")
         out.append(f"inputs: {self.n_inputs} coordinates, outputs: {self.n_outputs}; tangent space of the stratum: "
                    + (f"dimension {self.tangent_dim}" if self.tangent_dim is not None else "a proper subspace"

@@ -51,7 +51,8 @@ def test_outcomes_are_classified(result):
     by = {r["op"]: r for r in result["ops"]}
     assert by["floor"]["status"] == "outside"
     assert by["mode"]["status"] == "outside"
-    assert by["exp"]["status"] == "unsupported" and "irrational" in by["exp"]["reason"]
+    assert by["sin"]["status"] == "unsupported" and "irrational" in by["sin"]["reason"]
+    assert by["exp"]["status"] == "decided"          # enclosed (issue 10)
     assert by["dot"]["status"] == "decided"
     assert by["as_strided.partial_views"]["status"] == "unsupported"
     for r in result["ops"]:
@@ -101,7 +102,7 @@ def test_catalogue_merges_the_sweep(result):
         assert f"| `{r['op']}` |" in md, r["op"]
     rows = {r["op"]: r for r in catalogue.sweep_rows(result)}
     assert rows["floor"]["reason"].startswith("discontinuous")
-    assert rows["exp"]["reason"].startswith("irrational")
+    assert rows["sin"]["reason"].startswith("irrational")
     assert rows["dot"]["verdict"] == "associated"
 
 

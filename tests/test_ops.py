@@ -105,6 +105,8 @@ def test_exact_forward_values_match_float64():
         tr = trace(fn, leaves)
         ev = ExactModel(tr).evaluate([from_tensor(leaves[0])])
         exact = ExactModel(tr).output_values(ev)
+        if getattr(exact, "rad", None) is not None:
+            continue               # irrational values (enclosed): nothing to compare exactly
         got = torch.cat([t.detach().reshape(-1) for t in tr.out_tensors if t is not None])
         dyadic = [int(v.q) & (int(v.q) - 1) == 0 for v in exact.tolist()]
         fw = from_tensor(got)

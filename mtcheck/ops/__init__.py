@@ -67,6 +67,7 @@ class Disc:
         if cached is None or cached.shape != self.values.shape:
             from .._exact import sign
 
+            # a Ball (an enclosed irrational value) has a decided sign or raises Undecided
             cached = self.__dict__["_signs"] = sign(self.values)
         return cached
 
@@ -86,6 +87,10 @@ class Rule:
 
     names: tuple[str, ...] = ()
     nonsmooth = False
+    # Whether the rule handles enclosures (:class:`mtcheck._ball.Ball`) among its arguments,
+    # tangents and cotangents. The model refuses a Ball reaching a rule without it, naming the
+    # op, rather than let numpy compute on the Ball's storage.
+    balls = False
 
     def forward(self, ctx: Ctx, args: tuple, kwargs: dict):   # pragma: no cover - abstract
         raise NotImplementedError
@@ -163,3 +168,5 @@ def _load() -> None:
     from . import norms  # noqa: F401  (issue 6)
     from . import scatter  # noqa: F401  (issue 6)
     from . import extra, extra_index  # noqa: F401  (issue 11)
+    from . import smooth  # noqa: F401  (enclosures of smooth irrational ops)
+    from . import attention  # noqa: F401  (scaled dot-product attention, enclosed)

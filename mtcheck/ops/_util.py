@@ -41,9 +41,10 @@ def obj(x):
     """``x`` as an object array, keeping exact array subclasses (fixed point, verified floats)."""
     if isinstance(x, np.ndarray) and x.dtype == object:
         return x
+    from .._ball import Ball
     from .._fixed import Fx, Mod
 
-    if isinstance(x, (Fx, Mod)):
+    if isinstance(x, (Fx, Mod, Ball)):
         return x
     return np.asarray(x, dtype=object)
 
@@ -63,8 +64,11 @@ def lift_like(v, like):
 
 def zeros_like_cot(shape, like):
     """Zeros of the same exact kind as the cotangent ``like`` (fixed point or rationals)."""
+    from .._ball import Ball, ball
     from .._fixed import Fx, Mod, mod_zeros, zeros as fzeros
 
+    if isinstance(like, Ball):
+        return ball(np.zeros(shape))
     if isinstance(like, Mod):
         return mod_zeros(shape, like)
     if isinstance(like, Fx):
@@ -119,9 +123,12 @@ def scale_t(t, c):
 
 def zeros_t(B, shape, like=None):
     """Zero tangents, of the same kind (exact objects or verified floats) as ``like``."""
+    from .._ball import Ball, ball
     from .._fastfloat import FT, wrap
     from .._support import Dep
 
+    if isinstance(like, Ball):
+        return ball(np.zeros((B,) + tuple(shape)))
     if isinstance(like, Dep):
         return np.zeros((B,) + tuple(shape)).view(Dep)
     if isinstance(like, FT):
@@ -134,9 +141,10 @@ def tan(x):
     from .._fastfloat import FT
     from .._support import Dep
 
+    from .._ball import Ball
     from .._fixed import Mod
 
-    if x is None or isinstance(x, (FT, Dep, Mod)):
+    if x is None or isinstance(x, (FT, Dep, Mod, Ball)):
         return x
     return np.asarray(x, dtype=object)
 
@@ -173,6 +181,10 @@ def where_mask(mask, a, b):
 
 
 def ensure_obj(a):
+    from .._ball import Ball
+
+    if isinstance(a, Ball):
+        return a
     a = np.asarray(a)
     if a.dtype == object:
         return a

@@ -36,6 +36,8 @@ def _t(targs, i):
 
 class _Binary(Rule):
     """Elementwise binary op on (tensor|scalar, tensor|scalar), numpy broadcasting."""
+    balls = True
+
 
     def operands(self, ctx, args, kwargs):
         a, b = args[0], args[1]
@@ -45,7 +47,7 @@ class _Binary(Rule):
         a, b = self.operands(ctx, args, kwargs)
         if not _is_float_out(ctx):
             return np.asarray(self.int_op(np.asarray(a), np.asarray(b), kwargs))
-        return np.asarray(self.op(_lift(a, ctx), _lift(b, ctx), kwargs), dtype=object)
+        return obj(self.op(_lift(a, ctx), _lift(b, ctx), kwargs))
 
     def int_op(self, a, b, kwargs):
         return self.op(a, b, kwargs)
@@ -101,6 +103,7 @@ class Sub(Add):
 
 @register("aten.rsub.Tensor", "aten.rsub.Scalar")
 class RSub(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         return Sub().forward(ctx, (args[1], args[0]), kwargs)
 
@@ -119,6 +122,7 @@ class RSub(Rule):
 
 @register("aten.neg.default", "aten.neg_.default")
 class Neg(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         return -args[0]
 
@@ -131,6 +135,7 @@ class Neg(Rule):
 
 @register("aten.positive.default")
 class Positive(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         return args[0]
 
@@ -165,6 +170,10 @@ class Mul(_Binary):
 @register("aten.div.Tensor", "aten.div.Scalar", "aten.div_.Tensor", "aten.div_.Scalar")
 class Div(_Binary):
     def op(self, a, b, kwargs):
+        from .._ball import Ball
+
+        if isinstance(b, Ball):
+            return a / b                      # an enclosure of the quotient (b's ball excludes 0)
         if isinstance(b, np.ndarray):
             if (b == 0).any():
                 raise ZeroDivisionError("division by an exact zero")
@@ -206,14 +215,15 @@ def _reduce_sum(x, dims, keepdim):
     if x.ndim == 0:
         return x
     s = np.sum(x, axis=dims, keepdims=keepdim) if dims else x
-    s = np.asarray(s, dtype=object)
-    if s.ndim == 0 and not isinstance(s.item(), type(Q0)):
-        s = np.asarray(q(s.item()), dtype=object)
+    s = obj(s)
+    if s.ndim == 0 and not getattr(s, "rad", None) is not None and not isinstance(s.item(), type(Q0)):
+        s = obj(q(s.item()))
     return s
 
 
 @register("aten.sum.default", "aten.sum.dim_IntList")
 class Sum(Rule):
+    balls = True
     def _params(self, args, kwargs):
         x = args[0]
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -282,6 +292,8 @@ class CumSum(Rule):
 @register("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.out")
 class ToCopy(Rule):
     """A dtype/device copy. Exact semantics keep the value; the exactness check sees any rounding."""
+    balls = True
+
 
     def forward(self, ctx, args, kwargs):
         x = args[0]
@@ -305,6 +317,8 @@ class Detach(Rule):
     """detach() is modelled by its value: mtcheck judges the function the program
     computes, so a gradient cut by detach() shows up as a difference (autograd's own
     internal detaches produce tensors the program never reads)."""
+    balls = True
+
 
     def forward(self, ctx, args, kwargs):
         return args[0]
@@ -318,11 +332,13 @@ class Detach(Rule):
 
 @register("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
 class Where(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         cond, a, b = args[0], args[1], args[2]
         if _is_float_out(ctx):
             a, b = _lift(a, ctx), _lift(b, ctx)
-        return np.asarray(np.where(cond, a, b), dtype=object if _is_float_out(ctx) else None)
+        r = np.where(cond, a, b)
+        return obj(r) if _is_float_out(ctx) else np.asarray(r)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         cond = np.broadcast_to(args[0], out.shape)
@@ -330,7 +346,7 @@ class Where(Rule):
         tb = bcast_tangent(_t(targs, 2), _shape(args[2]), out.shape)
         if ta is None and tb is None:
             return None
-        z = np.asarray(Q0, dtype=object)
+        z = obj(Q0)
         return np.where(cond[None], ta if ta is not None else z, tb if tb is not None else z)
 
     def vjp(self, ctx, args, kwargs, out, cot):
@@ -346,18 +362,19 @@ class Where(Rule):
 @register("aten.masked_fill.Scalar", "aten.masked_fill_.Scalar", "aten.masked_fill.Tensor",
           "aten.masked_fill_.Tensor")
 class MaskedFill(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         x, mask, val = args[0], args[1], args[2]
         v = _lift(val, ctx)
         if isinstance(v, np.ndarray) and v.ndim == 0:
             v = v.item()
-        return np.asarray(np.where(mask, v, x), dtype=object)
+        return obj(np.where(mask, v, x))
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         mask = np.broadcast_to(args[1], out.shape)
         t = targs[0]
         tv = bcast_tangent(_t(targs, 2), _shape(args[2]), out.shape) if isinstance(args[2], np.ndarray) else None
-        z = np.asarray(Q0, dtype=object)
+        z = obj(Q0)
         if t is None and tv is None:
             return None
         return np.where(mask[None], tv if tv is not None else z, t if t is not None else z)
@@ -383,7 +400,7 @@ class PowInt(Rule):
     def forward(self, ctx, args, kwargs):
         e = self._exp(ctx, args)
         x = args[0]
-        return np.asarray(np.vectorize(lambda v: v ** e, otypes=[object])(x) if x.size else x, dtype=object)
+        return obj(np.vectorize(lambda v: v ** e, otypes=[object])(x) if x.size else x)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         e = self._exp(ctx, args)
@@ -404,23 +421,21 @@ class PowInt(Rule):
 
 
 def _bn(ctx, x, weight, bias, mean, var, eps):
-    """Eval batch norm as PyTorch's CPU kernel computes it: y = x * alpha + beta with
-    alpha = weight / sqrt(var + eps) and beta = bias - mean * alpha, the square root
-    taken in float64 (it is irrational in general; the report notes it)."""
-    import torch
+    """Eval batch norm: y = (x - running_mean) * weight / sqrt(running_var + eps) + bias, the
+    mathematical function with ``eps`` the exact double PyTorch passes; ``1/sqrt(var + eps)`` is
+    enclosed with Arb (a Ball, radius 0 where it is exact)."""
+    from .norms import _rsqrt
 
     C = x.shape[1]
-    v = torch.from_numpy(np.array([float(a) for a in var.ravel()], dtype=np.float64))
-    inv = 1.0 / torch.sqrt(v + float(eps))
-    inv_e = from_tensor(inv)
-    w = weight if weight is not None else np.full(C, Q1, dtype=object)
-    b = bias if bias is not None else np.full(C, Q0, dtype=object)
-    alpha = np.asarray(w * inv_e, dtype=object)
-    beta = np.asarray(b - mean * alpha, dtype=object)
     shape = (1, C) + (1,) * (x.ndim - 2)
-    ctx.aux["alpha"] = alpha.reshape(shape)
-    ctx.aux["note"] = "batch_norm: 1/sqrt(running_var + eps) taken as its float64 value"
-    return x * ctx.aux["alpha"] + beta.reshape(shape)
+    inv = _rsqrt(var + q(float(eps))).reshape(shape)
+    xc = x - mean.reshape(shape)
+    ctx.aux["inv"] = inv
+    ctx.aux["xn"] = xc * inv
+    ctx.aux["alpha"] = inv * weight.reshape(shape) if weight is not None else inv
+    ctx.aux["wshape"] = shape
+    y = ctx.aux["alpha"] * xc
+    return y + bias.reshape(shape) if bias is not None else y
 
 
 @register("aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
@@ -450,16 +465,36 @@ class BatchNormEval(Rule):
             return (y, empty, empty, empty, np.zeros((), dtype=np.int64))
         return (y, empty, empty)
 
+    balls = True
+
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        if any(t is not None for t in targs[1:]):
-            raise NotModelled("batch_norm whose weights depend on the input")
-        t = targs[0] * ctx.aux["alpha"] if targs[0] is not None else None
+        if any(t is not None for t in targs[3:5]):
+            raise NotModelled("batch_norm whose running statistics depend on the input")
+        a = ctx.aux
+        t = targs[0] * a["alpha"] if targs[0] is not None else None
+        tw = targs[1] if len(targs) > 1 else None
+        tb = targs[2] if len(targs) > 2 else None
+        ws = a["wshape"]
+        if tw is not None:
+            p = a["xn"][None] * tw.reshape((tw.shape[0],) + ws)
+            t = p if t is None else t + p
+        if tb is not None:
+            p = np.broadcast_to(tb.reshape((tb.shape[0],) + ws), (tb.shape[0],) + tuple(a["xn"].shape))
+            t = p if t is None else t + p
         if isinstance(out, tuple):
             return (t,) + (None,) * (len(out) - 1)
         return t
 
     def vjp(self, ctx, args, kwargs, out, cot):
+        a = ctx.aux
         c = cot[0] if isinstance(cot, tuple) else cot
-        return arg_grads(args, {0: obj(c * ctx.aux["alpha"])})
-
-
+        by = {}
+        if c is None:
+            return arg_grads(args, by)
+        by[0] = obj(c * a["alpha"])
+        red = (1,) + tuple(range(3, c.ndim))
+        if args[1] is not None:
+            by[1] = np.sum(c * a["xn"][None], axis=red)
+        if args[2] is not None:
+            by[2] = np.sum(c, axis=red)
+        return arg_grads(args, by)

@@ -1188,8 +1188,17 @@ class _Variants(Rule):
         self.nonsmooth = nonsmooth
         self.names = getattr(base, "names", ())
 
+    @property
+    def balls(self):
+        return getattr(self.base, "balls", False)
+
     def _pick(self, ctx, args, kwargs):
         r = self.alt if self.use_alt(ctx, args, kwargs) else self.base
+        if not getattr(r, "balls", False):
+            from .._ball import NotEnclosed, any_ball
+
+            if any_ball(args, kwargs):
+                raise NotEnclosed(f"this variant of {ctx.op} has no enclosure rule")
         ctx.aux["variant"] = r
         return r
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import NotModelled, Rule, register
 from .._exact import Q0, from_floats, matmul
-from ._util import exact_scalar, tensor_leaves
+from ._util import exact_scalar, obj, tensor_leaves
 
 
 def _obj_leaves(args):
@@ -199,7 +199,7 @@ class FilledIndexMap(Rule):
                 if fill is None:
                     raise NotModelled("a constant where a tensor fill value was expected")
                 o = np.where(m < 0, fill, o)
-            res.append(np.asarray(o, dtype=object))
+            res.append(obj(o))
         return tuple(res) if is_tuple else res[0]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
@@ -322,7 +322,9 @@ def _affine_fit(ctx, args, kwargs, lin):
     M = np.stack(cols, axis=1) if cols else np.zeros((c0.size, 0))
     if not (np.isfinite(M).all() and np.isfinite(c0).all()):
         return None
-    xf = np.array([float(v) for j in lin for v in leaves[j].ravel()])
+    xf = np.concatenate([np.asarray(leaves[j].mid, dtype=np.float64).ravel() if hasattr(leaves[j], "rad")
+                         else np.array([float(v) for v in leaves[j].ravel()], dtype=np.float64) for j in lin]) \
+        if lin else np.zeros(0)
     # the framework's own output agrees with c0 + M x at the actual values and at a fixed
     # pseudo-random point (a point alone can hide a non-linearity: x^2 = x at 0 and 1)
     rnd = np.random.default_rng(12345).integers(-7, 8, size=n) / 4.0
@@ -372,6 +374,8 @@ def _short_dyadic(M) -> bool:
 
 class LinearByBasis(Rule):
     """An op affine in its float arguments (or in its first one, the others fixed): ``c0 + M x``."""
+    balls = True
+
 
     def forward(self, ctx, args, kwargs):
         leaves = _obj_leaves(args)
@@ -383,9 +387,9 @@ class LinearByBasis(Rule):
         if "exact" not in f:
             f["exact"] = (from_floats(M), from_floats(c0))
         Me, c0e = f["exact"]
-        y = np.asarray(matmul(Me, x) if M.size else np.zeros(M.shape[0], dtype=object), dtype=object)
+        y = obj(matmul(Me, x) if M.size else np.zeros(M.shape[0], dtype=object))
         if c0.any():
-            y = np.asarray(y + c0e, dtype=object)
+            y = obj(y + c0e)
         if not (_short_dyadic(M) and _short_dyadic(c0)):
             ctx.aux["note"] = (f"{ctx.op.replace('aten.', '')}: its coefficients are taken as the float values "
                                "the kernel uses (not short dyadic numbers)")
@@ -394,7 +398,7 @@ class LinearByBasis(Rule):
             if i in f["float_pos"]:
                 shp = f["shapes"][f["float_pos"].index(i)]
                 k = int(np.prod(shp, dtype=np.int64))
-                res.append(np.asarray(y[off:off + k], dtype=object).reshape(shp))
+                res.append(obj(y[off:off + k]).reshape(shp))
                 off += k
             else:
                 res.append(_non_float_out(o))
@@ -426,7 +430,7 @@ class LinearByBasis(Rule):
             else:
                 if "exact" not in part:
                     part["exact"] = (from_floats(part["M"]), from_floats(part["c0"]))
-                y = matmul(np.asarray(T, dtype=object), np.ascontiguousarray(part["exact"][0].T))
+                y = matmul(obj(T), np.ascontiguousarray(part["exact"][0].T))
             Y = y if Y is None else Y + y
         if Y is None:
             return None
@@ -441,6 +445,42 @@ class LinearByBasis(Rule):
             else:
                 res.append(None)
         return tuple(res) if f["is_tuple"] else res[0]
+
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        """The transpose of :meth:`jvp`: ``cot @ M`` per part, split among its linear arguments."""
+        f = _linear_matrix(ctx, args, kwargs)
+        leaves = tensor_leaves(args)
+        fl = [i for i, v in enumerate(leaves) if v.dtype == object]       # float leaves (vals order)
+        cots = cot if isinstance(cot, tuple) else (cot,)
+        live = [c for c in cots if c is not None]
+        if not live:
+            return [None] * len(leaves)
+        B = live[0].shape[0]
+        blocks = []
+        for i in range(len(f["zero_outs"])):
+            if i in f["float_pos"]:
+                shp = f["shapes"][f["float_pos"].index(i)]
+                k = int(np.prod(shp, dtype=np.int64))
+                c = cots[i] if i < len(cots) else None
+                blocks.append(c.reshape(B, k) if c is not None else np.zeros((B, k), dtype=np.int64))
+        C = blocks[0] if len(blocks) == 1 else np.concatenate([obj(b) for b in blocks], axis=1)
+        live_args = ctx.aux.get("live")
+        res = [None] * len(leaves)
+        for part in f["parts"]:
+            if "exact" not in part:
+                part["exact"] = (from_floats(part["M"]), from_floats(part["c0"]))
+            G = matmul(obj(C), part["exact"][0])                              # (B, n_part)
+            off = 0
+            for j in part["lin"]:
+                v = leaves[fl[j]]
+                g = G[:, off:off + v.size].reshape((B,) + v.shape)
+                off += v.size
+                res[fl[j]] = g if res[fl[j]] is None else res[fl[j]] + g
+        for j in f.get("fixed", ()):
+            res[fl[j]] = None
+        del live_args
+        return res
 
 
 # ---------------------------------------------------------------- registration

@@ -90,6 +90,7 @@ def _flat_values(args):
 
 @register(*_INDEX_OPS)
 class IndexMap(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         from ._util import tensor_leaves
 

@@ -78,6 +78,7 @@ def _matmul_vjp(a, b, cot, want_a=True, want_b=True):
 @register("aten.mm.default", "aten.bmm.default", "aten.mv.default", "aten.dot.default", "aten.matmul.default",
           "aten.vdot.default")
 class MatMul(Rule):
+    balls = True
     def forward(self, ctx, args, kwargs):
         return matmul(_obj(args[0]), _obj(args[1]))
 
@@ -108,6 +109,7 @@ class MatMul(Rule):
 
 @register("aten.addmm.default", "aten.addmv.default", "aten.baddbmm.default", "aten.addbmm.default")
 class AddMM(Rule):
+    balls = True
     def _ab(self, ctx, kwargs):
         return exact_scalar(kwargs.get("beta", 1), ctx.dtype), exact_scalar(kwargs.get("alpha", 1), ctx.dtype)
 
@@ -117,7 +119,7 @@ class AddMM(Rule):
         p = matmul(a, b)
         if ctx.op.startswith("aten.addbmm"):
             p = p.sum(axis=0)
-        return np.asarray(c * beta + p * alpha, dtype=object) if beta != 0 else np.asarray(p * alpha, dtype=object)
+        return obj(c * beta + p * alpha) if beta != 0 else obj(p * alpha)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         c, a, b = _obj(args[0]), _obj(args[1]), _obj(args[2])
@@ -250,7 +252,10 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     # selections most are zero) are multiplied and scattered; residues are cheap enough for all
     rows = None
     if not isinstance(c, Mod) and c.shape[0]:
-        live = np.asarray((c != 0).any(axis=1))
+        from .._ball import Ball
+
+        # an enclosure is structurally zero only as an exact 0 (mid and radius 0)
+        live = ((c.mid != 0) | (c.rad != 0)).any(axis=1) if isinstance(c, Ball) else np.asarray((c != 0).any(axis=1))
         if live.mean() < 0.75:
             rows = np.flatnonzero(live)
             c = c[rows]
@@ -321,6 +326,7 @@ def _conv_of_identity(tx, off, x, w, stride, padding, dilation, groups, unbatche
 @register("aten.convolution.default", "aten._convolution.default", "aten.conv1d.default",
           "aten.conv2d.default", "aten.conv3d.default")
 class Convolution(Rule):
+    balls = True
     def _params(self, ctx, args, kwargs):
         x, w, b = args[0], args[1], args[2] if len(args) > 2 else None
         if ctx.op.startswith("aten.conv") and not ctx.op.startswith("aten.convolution"):

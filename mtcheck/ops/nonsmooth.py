@@ -8,7 +8,7 @@ import numpy as np
 
 from . import Disc, NotLipschitz, Rule, register
 from .._exact import Q0, as_exact
-from ._util import arg_grads, bcast_index, bcast_tangent, exact_scalar, shape_of, tan, unbroadcast, zeros_like_cot
+from ._util import arg_grads, bcast_index, bcast_tangent, exact_scalar, obj, shape_of, tan, unbroadcast, zeros_like_cot
 
 
 def _lift(v, ctx, dtype=None):
@@ -38,7 +38,7 @@ def _elem_disc(label, x, a_pos, other, b_pos, out_shape, ctx):
         ib = None
         const = ov
         b_pos = None
-    vals = np.asarray(xv - ov, dtype=object)
+    vals = obj(xv - ov)
     return Disc(label, a_pos, ia, b_pos, ib, const, vals, np.arange(vals.size))
 
 
@@ -46,6 +46,7 @@ def _elem_disc(label, x, a_pos, other, b_pos, out_shape, ctx):
 
 @register("aten.relu.default", "aten.relu_.default")
 class Relu(Rule):
+    balls = True
     nonsmooth = True
 
     def forward(self, ctx, args, kwargs):
@@ -64,6 +65,7 @@ class Relu(Rule):
 
 @register("aten.leaky_relu.default", "aten.leaky_relu_.default")
 class LeakyRelu(Rule):
+    balls = True
     nonsmooth = True
 
     def _slope(self, ctx, args, kwargs):
@@ -88,6 +90,8 @@ class LeakyRelu(Rule):
 @register("aten.threshold.default", "aten.threshold_.default")
 class Threshold(Rule):
     """threshold(x, th, value): continuous (a shifted relu) only when value == th."""
+    balls = True
+
 
     nonsmooth = True
 
@@ -158,7 +162,7 @@ class _ClampBase(Rule):
         else:
             m2 = np.ones(shape, dtype=bool)
             y = m
-        return shape, m1, m2, np.asarray(y, dtype=object)
+        return shape, m1, m2, obj(y)
 
     def forward(self, ctx, args, kwargs):
         shape, m1, m2, y = self._steps(ctx, args, kwargs)
@@ -193,7 +197,7 @@ class _ClampBase(Rule):
         tx = bcast_tangent(targs[0], args[0].shape, shape)
         tlo = bcast_tangent(targs[lo_pos], lo.shape, shape) if lo_pos is not None and lo_pos < len(targs) else None
         thi = bcast_tangent(targs[hi_pos], hi.shape, shape) if hi_pos is not None and hi_pos < len(targs) else None
-        z = np.asarray(Q0, dtype=object)
+        z = obj(Q0)
         tm = np.where(m1[None], tx if tx is not None else z, tlo if tlo is not None else z)
         return tan(np.where(m2[None], tm, thi if thi is not None else z))
 
@@ -216,7 +220,7 @@ def _const_vs(lo, hi, hi_pos, shape):
         # lo - hi = -(hi - lo): the argument is hi, negated
         hv = np.broadcast_to(hi, shape).ravel()
         return Disc("hi", hi_pos, bcast_index(hi.shape, shape), None, None, np.full(n, lo, dtype=object),
-                    np.asarray(lo - hv, dtype=object), np.arange(n), negate=True)
+                    obj(lo - hv), np.arange(n), negate=True)
     vals = np.full(n, lo - hi, dtype=object)
     return Disc("hi", None, None, None, None, vals, vals, np.arange(n))
 
@@ -301,7 +305,7 @@ class BinaryMax(Rule):
         ab, bb = np.broadcast_to(a, shape), np.broadcast_to(b, shape)
         pick_a = (ab <= bb) if self._is_min(ctx) else (ab >= bb)
         ctx.aux["pick_a"] = pick_a
-        return np.asarray(np.where(pick_a, ab, bb), dtype=object)
+        return obj(np.where(pick_a, ab, bb))
 
     def discs(self, ctx, args, kwargs, out):
         a, b = _lift(args[0], ctx), _lift(args[1], ctx)
@@ -310,7 +314,7 @@ class BinaryMax(Rule):
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         ta = bcast_tangent(targs[0], shape_of(args[0]), out.shape)
         tb = bcast_tangent(targs[1] if len(targs) > 1 else None, shape_of(args[1]), out.shape)
-        z = np.asarray(Q0, dtype=object)
+        z = obj(Q0)
         return tan(np.where(ctx.aux["pick_a"][None], ta if ta is not None else z,
                             tb if tb is not None else z))
 
@@ -348,7 +352,7 @@ def select_windows(vals2d, valid, take_min=False, prefer=None):
         p = np.clip(np.asarray(prefer, dtype=np.int64), 0, K - 1)
         ok = ties[np.arange(G), p]
         winner = np.where(ok, p, winner)
-    return np.asarray(best, dtype=object), winner, ties
+    return obj(best), winner, ties
 
 
 def winner_jvp(ctx, out, t):
@@ -386,8 +390,8 @@ def window_disc(label, pos, flat_idx, vals2d, valid, winner, take_min):
     win = flat_idx[gi, winner[gi]]
     vo, vw = vals2d[gi, ki], vals2d[gi, winner[gi]]
     if take_min:   # winner - other <= 0
-        return Disc(label, pos, win, pos, other, None, np.asarray(vw - vo, dtype=object), gi, True)
-    return Disc(label, pos, other, pos, win, None, np.asarray(vo - vw, dtype=object), gi, True)
+        return Disc(label, pos, win, pos, other, None, obj(vw - vo), gi, True)
+    return Disc(label, pos, other, pos, win, None, obj(vo - vw), gi, True)
 
 
 def _reduce_layout(x, dims):
@@ -546,7 +550,7 @@ class Compare(Rule):
             if not (isinstance(args[1], np.ndarray) and args[1].dtype == object):
                 return []
         b_pos = 1 if isinstance(args[1], np.ndarray) else None
-        return [_elem_disc("cmp", np.asarray(a, dtype=object), 0, b, b_pos, shape, ctx)]
+        return [_elem_disc("cmp", obj(a), 0, b, b_pos, shape, ctx)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return None

@@ -359,3 +359,218 @@ class PDist(Rule):
         s_w = sgo[np.arange(G), a["winner"]]
         s_w = np.where(s_w == 0, 1, s_w)
         return np.asarray(td[:, np.arange(G), a["winner"]] * s_w[None], dtype=object)
+
+
+# ---------------------------------------------------------------- normalisation layers (enclosures)
+#
+# The mean and the (biased) variance of exact values are exact rationals; ``rstd = 1/sqrt(var + eps)``
+# is irrational in general and enclosed (a Ball) with Arb. ``eps`` is modelled as the exact value of
+# the Python float PyTorch passes (a double): the model is the mathematical function
+# ``(x - mean) / sqrt(var + eps)`` with that eps, not the float32 rounding of it (the CPU kernels add
+# eps in their accumulation type; for float64 this is exact, for float32 the difference is below
+# the float32 resolution of the result and is covered by the checker's tolerance).
+
+def _rsqrt(v):
+    """Enclosure of 1/sqrt(v), elementwise (v exact or a Ball, positive)."""
+    from .._ball import apply
+
+    return apply(lambda a: 1 / a.sqrt(), v)
+
+
+def _nmean(a, axes, n):
+    return a.sum(axis=axes, keepdims=True) / n if not isinstance(a, np.ndarray) or a.dtype != object \
+        else np.sum(a, axis=axes, keepdims=True) * q(1) / n
+
+
+class _Norm:
+    """Normalisation of ``x`` over ``axes`` (of the array as laid out): xhat = (x - mu) * r."""
+
+    def __init__(self, x, axes, eps):
+        self.axes = axes
+        self.n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+        mu = _nmean(x, axes, self.n)
+        c = x - mu
+        var = _nmean(c * c, axes, self.n)
+        self.mu, self.r = mu, _rsqrt(var + q(eps) if not hasattr(var, "mid") else var + float(eps))
+        self.xhat = c * self.r
+
+    def tangent(self, t, ax_off=1):
+        """d xhat for the tangent t (shape (B,) + x.shape)."""
+        axes = tuple(a + ax_off for a in self.axes)
+        xh = self.xhat[None]
+        return self.r[None] * (t - _nmean(t, axes, self.n) - xh * _nmean(xh * t, axes, self.n))
+
+    def tangent_stats(self, t, dxhat_unused=None):
+        axes = tuple(a + 1 for a in self.axes)
+        dmu = _nmean(t, axes, self.n)
+        dr = -(self.r[None] * self.r[None]) * _nmean(self.xhat[None] * t, axes, self.n)
+        return dmu, dr
+
+    # the map t -> d xhat is self-adjoint, so the cotangent is the same formula
+    adjoint = tangent
+
+
+def _is_none(t):
+    return t is None
+
+
+@register("aten.native_layer_norm.default")
+class LayerNorm(Rule):
+    """native_layer_norm(x, normalized_shape, weight, bias, eps) -> (out, mean, rstd).
+
+    out = (x - mean) * rstd * weight + bias over the last ``len(normalized_shape)`` dims, with
+    ``rstd = 1/sqrt(var + eps)`` (biased variance) enclosed; ``eps`` as the exact double passed."""
+
+    balls = True
+
+    def _setup(self, ctx, args):
+        x, ns = args[0], args[1]
+        w = args[2] if len(args) > 2 else None
+        b = args[3] if len(args) > 3 else None
+        eps = args[4] if len(args) > 4 else 1e-5
+        k = len(ns)
+        axes = tuple(range(x.ndim - k, x.ndim))
+        nrm = _Norm(x, axes, eps)
+        ctx.aux["nrm"] = nrm
+        return x, w, b, nrm
+
+    def forward(self, ctx, args, kwargs):
+        x, w, b, nrm = self._setup(ctx, args)
+        y = nrm.xhat
+        if w is not None:
+            y = y * w
+        if b is not None:
+            y = y + b
+        return (y, nrm.mu, nrm.r)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        nrm = ctx.aux["nrm"]
+        tx = targs[0]
+        tw = targs[2] if len(targs) > 2 else None
+        tb = targs[3] if len(targs) > 3 else None
+        w = args[2] if len(args) > 2 else None
+        res = dmu = dr = None
+        if tx is not None:
+            d = nrm.tangent(tx)
+            res = d * w if w is not None else d
+            dmu, dr = nrm.tangent_stats(tx)
+        if tw is not None:
+            p = nrm.xhat[None] * tw.reshape((tw.shape[0],) + (1,) * (nrm.xhat.ndim - tw.ndim + 1) + tw.shape[1:])
+            res = p if res is None else res + p
+        if tb is not None:
+            p = tb.reshape((tb.shape[0],) + (1,) * (nrm.xhat.ndim - tb.ndim + 1) + tb.shape[1:])
+            p = np.broadcast_to(p, (tb.shape[0],) + nrm.xhat.shape)
+            res = p if res is None else res + p
+        return (res, dmu, dr)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        nrm = ctx.aux["nrm"]
+        g, gmu, gr = (tuple(cot) + (None, None))[:3] if isinstance(cot, tuple) else (cot, None, None)
+        x = args[0]
+        w = args[2] if len(args) > 2 else None
+        by = {}
+        axes1 = tuple(a + 1 for a in nrm.axes)
+        lead = tuple(range(1, 1 + x.ndim - len(nrm.axes)))
+        gx = None
+        if g is not None:
+            gy = g * w if w is not None else g
+            gx = nrm.adjoint(gy)
+            if w is not None:
+                by[2] = np.sum(g * nrm.xhat[None], axis=lead) if lead else g * nrm.xhat[None]
+            if len(args) > 3 and args[3] is not None:
+                by[3] = np.sum(g, axis=lead) if lead else g
+        if gmu is not None:
+            t = np.broadcast_to(gmu, (gmu.shape[0],) + x.shape) / nrm.n
+            gx = t if gx is None else gx + t
+        if gr is not None:
+            t = -(gr * nrm.r[None] * nrm.r[None]) * nrm.xhat[None] / nrm.n
+            gx = t if gx is None else gx + t
+        if gx is not None:
+            by[0] = gx
+        return arg_grads(args, by)
+
+
+@register("aten.native_group_norm.default")
+class GroupNorm(Rule):
+    """native_group_norm(x, weight, bias, N, C, HxW, group, eps) -> (out, mean, rstd), mean and rstd
+    of shape (N, group). Same model as layer norm over each group of C/group channels."""
+
+    balls = True
+
+    def _setup(self, ctx, args):
+        x, w, b, N, C, HW, G, eps = args[:8]
+        xs = x.reshape(N, G, -1)
+        nrm = _Norm(xs, (2,), eps)
+        ctx.aux.update(nrm=nrm, shape=x.shape, N=N, C=C, G=G)
+        return x, w, b, nrm
+
+    def _wshape(self, ctx):
+        s = ctx.aux["shape"]
+        return (1, s[1]) + (1,) * (len(s) - 2)
+
+    def forward(self, ctx, args, kwargs):
+        x, w, b, nrm = self._setup(ctx, args)
+        y = nrm.xhat.reshape(x.shape)
+        ws = self._wshape(ctx)
+        if w is not None:
+            y = y * w.reshape(ws)
+        if b is not None:
+            y = y + b.reshape(ws)
+        N, G = ctx.aux["N"], ctx.aux["G"]
+        return (y, nrm.mu.reshape(N, G), nrm.r.reshape(N, G))
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a = ctx.aux
+        nrm, shape, N, G = a["nrm"], a["shape"], a["N"], a["G"]
+        tx, tw, tb = (tuple(targs) + (None,) * 3)[:3]
+        w = args[1]
+        ws = self._wshape(ctx)
+        res = dmu = dr = None
+        if tx is not None:
+            B = tx.shape[0]
+            d = nrm.tangent(tx.reshape(B, N, G, -1)).reshape((B,) + shape)
+            res = d * w.reshape(ws) if w is not None else d
+            dmu, dr = nrm.tangent_stats(tx.reshape(B, N, G, -1))
+            dmu, dr = dmu.reshape(B, N, G), dr.reshape(B, N, G)
+        xh = nrm.xhat.reshape(shape)
+        if tw is not None:
+            p = xh[None] * tw.reshape((tw.shape[0],) + ws)
+            res = p if res is None else res + p
+        if tb is not None:
+            p = np.broadcast_to(tb.reshape((tb.shape[0],) + ws), (tb.shape[0],) + shape)
+            res = p if res is None else res + p
+        return (res, dmu, dr)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        a = ctx.aux
+        nrm, shape, N, G = a["nrm"], a["shape"], a["N"], a["G"]
+        g, gmu, gr = (tuple(cot) + (None, None))[:3] if isinstance(cot, tuple) else (cot, None, None)
+        w = args[1]
+        ws = self._wshape(ctx)
+        by = {}
+        gx = None
+        xh = nrm.xhat.reshape(shape)
+        red = (1,) + tuple(range(3, 1 + len(shape)))
+        if g is not None:
+            B = g.shape[0]
+            gy = g * w.reshape(ws) if w is not None else g
+            gx = nrm.adjoint(gy.reshape(B, N, G, -1))
+            if w is not None:
+                by[1] = np.sum(g * xh[None], axis=red)
+            if args[2] is not None:
+                by[2] = np.sum(g, axis=red)
+        if gmu is not None:
+            B = gmu.shape[0]
+            t = np.broadcast_to(gmu.reshape(B, N, G, 1), (B,) + nrm.xhat.shape) / nrm.n
+            gx = t if gx is None else gx + t
+        if gr is not None:
+            B = gr.shape[0]
+            t = -(gr.reshape(B, N, G, 1) * nrm.r[None] * nrm.r[None]) * nrm.xhat[None] / nrm.n
+            gx = t if gx is None else gx + t
+        if gx is not None:
+            by[0] = gx.reshape((gx.shape[0],) + shape)
+        return arg_grads(args, by)

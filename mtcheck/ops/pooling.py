@@ -9,7 +9,7 @@ from . import Rule, register
 from .._exact import Q0, q, zeros
 from ._util import tan
 from ._windows import adaptive, sliding
-from ._util import arg_grads, zeros_like_cot
+from ._util import arg_grads, obj, zeros_like_cot
 from .nonsmooth import select_windows, window_disc, winner_jvp, winner_vjp
 
 
@@ -23,6 +23,7 @@ def _layout(x, nsp):
 
 
 class _MaxPool(Rule):
+    balls = True
     nonsmooth = True
     nsp = 2
     with_indices = True
@@ -54,7 +55,7 @@ class _MaxPool(Rule):
             winner = np.where(ok & tied, p, winner)
         ctx.aux.update(fidx=fidx, winner=winner, vals=vals, valid=valid)
         shape = lead + tuple(out_sp)
-        y = np.asarray(best, dtype=object).reshape(shape)
+        y = obj(best).reshape(shape)
         if self.with_indices:
             spatial_idx = np.broadcast_to(safe, (R, O, K)).reshape(R * O, K)[np.arange(R * O), winner]
             return y, spatial_idx.reshape(shape).astype(np.int64)
@@ -175,6 +176,7 @@ def _avg_weights(sp, out_sp, idx, k, s, p, count_include_pad, divisor_override):
 
 
 class _AvgPool(Rule):
+    balls = True
     nsp = 2
 
     def _windows(self, sp, args, kwargs):
@@ -234,6 +236,7 @@ class AvgPool3d(_AvgPool):
 
 
 class _AdaptiveAvg(Rule):
+    balls = True
     nsp = 2
 
     def _apply(self, x, out_size):

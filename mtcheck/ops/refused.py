@@ -10,12 +10,8 @@ reject("outside", "it is not Lipschitz (a step function)",
        "aten.floor_.default", "aten.ceil_.default", "aten.round_.default", "aten.sign_.default",
        "aten.div.Tensor_mode", "aten.div.Scalar_mode")
 reject("irrational", "its values are irrational in general, so no exact rational model exists",
-       "aten.exp.default", "aten.log.default", "aten.tanh.default", "aten.sigmoid.default",
-       "aten._softmax.default", "aten._log_softmax.default", "aten.sqrt.default", "aten.rsqrt.default",
-       "aten.sin.default", "aten.cos.default", "aten.gelu.default", "aten.silu.default", "aten.elu.default",
-       "aten.softplus.default", "aten.log1p.default", "aten.expm1.default", "aten.erf.default",
-       "aten.pow.Tensor_Tensor", "aten.native_layer_norm.default", "aten.mish.default",
-       "aten.log_sigmoid_forward.default", "aten.atan.default", "aten.tan.default")
+       "aten.sin.default", "aten.cos.default", "aten.pow.Tensor_Tensor", "aten.native_layer_norm.default",
+       "aten.atan.default", "aten.tan.default")
 reject("random", "it is random; put the model in eval mode (model.eval()) or remove the randomness",
        "aten.native_dropout.default", "aten.bernoulli.default", "aten.bernoulli_.float",
        "aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default",

@@ -141,9 +141,18 @@ def to_ball(x) -> "Ball":
             hit = _CACHE.get(id(x))
             if hit is not None and hit[0] is x:
                 return hit[1]
-            flat = [_scalar_ball(v) for v in x.ravel().tolist()]
-            mid = np.array([m for m, _ in flat], dtype=np.float64).reshape(x.shape)
-            rad = np.array([r for _, r in flat], dtype=np.float64).reshape(x.shape)
+            # only the nonzero entries are converted one by one (cotangent seeds are one-hot)
+            nz = np.flatnonzero(np.asarray(x.ravel() != 0, dtype=bool)) if x.size >= 4096 else None
+            vals = x.ravel().tolist() if nz is None else x.ravel()[nz].tolist()
+            flat = [_scalar_ball(v) for v in vals]
+            mids = np.array([m for m, _ in flat], dtype=np.float64)
+            rads = np.array([r for _, r in flat], dtype=np.float64)
+            if nz is None:
+                mid, rad = mids.reshape(x.shape), rads.reshape(x.shape)
+            else:
+                mid, rad = np.zeros(x.size), np.zeros(x.size)
+                mid[nz], rad[nz] = mids, rads
+                mid, rad = mid.reshape(x.shape), rad.reshape(x.shape)
             out = ball(mid, rad)
             if x.size >= 256:                   # exact arrays are never mutated: convert once
                 if len(_CACHE) > 512:

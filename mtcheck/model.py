@@ -244,6 +244,12 @@ class ExactModel:
         computes residues instead: numpy arrays, not Python integers.)"""
         from ._fixed import Fx, NotDyadic, from_exact, to_exact
 
+        if has_balls(ev) and not disc_seeds:
+            # the cotangents meet enclosed values: start as enclosures (exact seeds, radius 0)
+            # rather than convert fixed point to balls midway
+            from ._ball import to_ball
+
+            return self._reverse(ev, wrt, {r: to_ball(np.asarray(c, dtype=object)) for r, c in seeds.items()}, B)
         try:
             fs = {r: from_exact(np.asarray(c, dtype=object)) for r, c in seeds.items()}
             fd = [(i, d, from_exact(np.asarray(w, dtype=object))) for i, d, w in disc_seeds]

@@ -649,12 +649,6 @@ def sign(x) -> np.ndarray:
     return pos.astype(np.int8) - neg.astype(np.int8)
 
 
-def undecided_mask(x) -> np.ndarray:
-    b = to_ball(x)
-    m, r = b.mid, b.rad
-    return ~((m - r * _UP > 0) | (m + r * _UP < 0) | ((r == 0) & (m == 0)))
-
-
 def radius_l1_rows(x) -> np.ndarray:
     """Upper bounds of every row's L1 radius of a 2-D Ball (float64, rounded up)."""
     b = to_ball(x)

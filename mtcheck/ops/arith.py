@@ -216,7 +216,7 @@ def _reduce_sum(x, dims, keepdim):
         return x
     s = np.sum(x, axis=dims, keepdims=keepdim) if dims else x
     s = obj(s)
-    if s.ndim == 0 and not getattr(s, "rad", None) is not None and not isinstance(s.item(), type(Q0)):
+    if s.ndim == 0 and getattr(s, "rad", None) is None and not isinstance(s.item(), type(Q0)):  # not a Ball
         s = obj(q(s.item()))
     return s
 

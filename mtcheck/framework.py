@@ -61,8 +61,15 @@ def vjp(tr: Trace, wrt: list, cot: np.ndarray) -> np.ndarray:
     except (RuntimeError, NotImplementedError) as e:
         _no_derivative(tr, e)
         raise
-    return np.concatenate([(g if g is not None else torch.zeros_like(x)).detach().to(torch.float64).reshape(-1).numpy()
-                           for g, x in zip(grads, ins)])
+    return np.concatenate([_dense(g, x) for g, x in zip(grads, ins)])
+
+
+def _dense(g, x) -> np.ndarray:
+    """A gradient as a flat float64 array: None, and PyTorch's symbolic zero tensors (``sgn``'s
+    backward returns one), are zeros."""
+    if g is None or g._is_zerotensor():
+        return np.zeros(x.numel())
+    return g.detach().to(torch.float64).reshape(-1).numpy()
 
 
 def _no_derivative(tr: Trace, e: Exception) -> None:
@@ -173,7 +180,7 @@ def forward_jacobian(fn, tr: Trace, wrt: list, max_loop: int = 256):
                 col = []
                 for o in flat:
                     t = fwAD.unpack_dual(o).tangent
-                    col.append((t if t is not None else torch.zeros_like(o)).detach().to(torch.float64).reshape(-1))
+                    col.append(torch.from_numpy(_dense(t, o)))
                 cols.append(torch.cat(col).numpy() if col else np.zeros(0))
     except Exception as e:  # noqa: BLE001 - any failure means "forward mode unavailable here"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

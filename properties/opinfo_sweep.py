@@ -46,8 +46,9 @@ DECIDED = ("SMOOTH_OK", "ASSOCIATED", "SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINE
 BUGS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
 
 MAX_NUMEL = 128         # float elements of one sample (inputs); larger ones only when no sample is smaller
-MAX_NUMEL_LARGE = 512   # ... and never more than this
-MAX_OUT_NUMEL = 256     # float elements of the output (one reverse pass per element)
+MAX_NUMEL_LARGE = 1280  # ... and never more than this
+MAX_OUT_NUMEL = 1024    # float elements of the output (one reverse pass per element, batched)
+MAX_SAMPLES_TRIED = 6   # samples tried per op until ``samples`` of them give the op an input it accepts
 SAMPLES_SCANNED = 12    # samples generated per op (the small ones among them are used)
 
 # kinks of ops whose kink is not at 0 and not a difference of two arguments
@@ -98,7 +99,11 @@ def move(strategy: str, tensors: list, kinks=()) -> list:
     to one of the op's kinks (its scalar arguments, known kinks, 0); equal_rows: every row
     (index along dim 0) equal to the first, and every later tensor of the first one's
     shape equal to the first (equal operands); fine (only when every other strategy gives an
-    input the op rejects, such as a singular matrix): a grid of 1/16, ties or not.
+    input the op rejects, such as a singular matrix): a grid of 1/16, ties or not; positive (only
+    when ``fine`` is rejected too, as by an op defined for positive numbers only): the ``grid``
+    values made positive, ``|g| + 1``, so values still repeat; raw (only when every check of the
+    sample ends outside the theory, as a step function at its jumps: floor on an integer grid):
+    the sample as PyTorch's tests draw it, off the jumps, where the op is locally Lipschitz.
     """
     import torch
 
@@ -126,6 +131,10 @@ def move(strategy: str, tensors: list, kinks=()) -> list:
             continue
         elif strategy == "fine":
             flat = (torch.round(x * 16) / 16).reshape(-1).clone()
+        elif strategy == "positive":
+            flat = flat.abs() + 1.0
+        elif strategy == "raw":
+            flat = x.reshape(-1).clone()
         elif strategy != "grid":
             raise ValueError(f"unknown strategy {strategy!r}")
         out.append(flat.reshape(x.shape).to(torch.float64))
@@ -213,7 +222,7 @@ def _out_ok(out):
     import torch
     import torch.utils._pytree as pytree
 
-    n = 0
+    n, floats = 0, False
     for o in pytree.tree_leaves(out):
         if isinstance(o, torch.Tensor):
             if o.is_complex():
@@ -222,6 +231,9 @@ def _out_ok(out):
                 if not torch.isfinite(o).all():
                     return False, "non-finite output"
                 n += o.numel()
+                floats = True
+    if floats and n == 0:
+        return False, "empty output (no gradient to check)"
     if n > MAX_OUT_NUMEL:
         return False, f"output too large ({n} elements)"
     return True, ""
@@ -378,7 +390,7 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
                 large.append((size, i, b))
                 continue
             bounds.append((i, b))
-            if len(bounds) >= samples:
+            if len(bounds) >= MAX_SAMPLES_TRIED:
                 break
         if not bounds and large:
             size, i, b = min(large, key=lambda e: e[0])
@@ -393,19 +405,32 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
                 row.update(status="no_float_sample", reason="no sample with a real float64 tensor")
             return row
         row["has_float_sample"] = True
+        used = 0
         try:
             for i, b in bounds:
+                if used >= samples:
+                    break
                 for st in strategies:
                     rec = check_one(b, st)
                     rec["sample"] = i
                     row["checks"].append(rec)
-                if all(c["outcome"] == "invalid" for c in row["checks"] if c["sample"] == i):
+                for st in ("fine", "positive"):
+                    if not all(c["outcome"] == "invalid" for c in row["checks"] if c["sample"] == i):
+                        break
                     # every tie strategy gave the op an input it rejects (a singular matrix, a zero
-                    # divisor): the sample on a fine grid instead, ties or not
-                    st = "fine"
+                    # divisor, a logarithm of 0): the sample on a fine grid instead, ties or not,
+                    # then with positive values
                     rec = check_one(b, st)
                     rec["sample"] = i
                     row["checks"].append(rec)
+                mine = [c for c in row["checks"] if c["sample"] == i]
+                if any(c["outcome"] == "outside" for c in mine) and not any(c["outcome"] == "verdict" for c in mine):
+                    # on the jumps of a step function at every tie: the sample off them
+                    rec = check_one(b, "raw")
+                    rec["sample"] = i
+                    row["checks"].append(rec)
+                if any(c["outcome"] != "invalid" for c in row["checks"] if c["sample"] == i):
+                    used += 1      # a sample the op accepts; one it rejects throughout makes room for the next
         except _Timeout:
             row["checks"].append({"sample": i, "strategy": st, "shapes": b.shapes, "outcome": "timeout",
                                   "why": f"the op's budget of {budget:g} s ran out"})
@@ -611,12 +636,12 @@ def summarise(rows) -> dict:
             "by_status": by, "findings": sum(len(r.get("findings", [])) for r in rows)}
 
 
-_NO_EXACT_MODEL = ("irrational values", "discontinuous", "random", "complex", "CUDA only", "PyTorch has no derivative")
+_NO_EXACT_MODEL = ("discontinuous", "random", "complex", "CUDA only", "PyTorch has no derivative")
 
 
 def scope_line(res) -> str:
-    """The same figure over the ops an exact verdict can exist for (not irrational, discontinuous,
-    random, complex, CUDA-only, or without a PyTorch derivative)."""
+    """The same figure over the ops a verdict can exist for (not discontinuous, random, complex,
+    CUDA-only, or without a PyTorch derivative; irrational values are enclosed, so they count)."""
     from mtcheck.catalogue import sweep_rows
 
     rows = {r["op"]: r for r in sweep_rows(res)}
@@ -625,7 +650,7 @@ def scope_line(res) -> str:
     n = len(ops) - len(out)
     d = sum(1 for r in ops if r["status"] == "decided")
     return (f"of the {n} ops that can have an exact verdict, {d} decided ({100.0 * d / n:.1f}%); "
-            f"{len(out)} have none (irrational, discontinuous, random, complex, ...)") if n else ""
+            f"{len(out)} have none (discontinuous, random, complex, CUDA only, no PyTorch derivative)") if n else ""
 
 
 def summary_line(res) -> str:

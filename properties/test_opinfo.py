@@ -22,7 +22,7 @@ SUBSET = (
     "select_scatter", "masked_scatter", "nn.functional.pad.reflect", "nn.functional.interpolate.nearest",
     "nn.functional.interpolate.bilinear", "aminmax", "nn.functional.hardshrink", "reciprocal", "nan_to_num",
     "nn.functional.mse_loss", "nn.functional.embedding", "var", "linalg.det", "linalg.solve",
-    "scatter_reduce.sum", "mode", "floor", "exp", "sin",
+    "scatter_reduce.sum", "mode", "floor", "exp", "sin", "linalg.eigh",
 )
 
 
@@ -49,9 +49,10 @@ def test_every_chosen_op_was_swept(result):
 
 def test_outcomes_are_classified(result):
     by = {r["op"]: r for r in result["ops"]}
-    assert by["floor"]["status"] == "outside"
+    # floor: decided off its jumps (the raw sample), refused on them (the integer grid)
+    assert by["floor"]["status"] == "decided" and "jumps at every integer" in by["floor"]["partial"]
     assert by["mode"]["status"] == "outside"
-    assert by["sin"]["status"] == "unsupported" and "irrational" in by["sin"]["reason"]
+    assert by["linalg.eigh"]["status"] == "unsupported" and "irrational" in by["linalg.eigh"]["reason"]
     assert by["exp"]["status"] == "decided"          # enclosed (issue 10)
     assert by["dot"]["status"] == "decided"
     assert by["as_strided.partial_views"]["status"] == "unsupported"
@@ -101,8 +102,8 @@ def test_catalogue_merges_the_sweep(result):
     for r in result["ops"]:
         assert f"| `{r['op']}` |" in md, r["op"]
     rows = {r["op"]: r for r in catalogue.sweep_rows(result)}
-    assert rows["floor"]["reason"].startswith("discontinuous")
-    assert rows["sin"]["reason"].startswith("irrational")
+    assert rows["mode"]["reason"].startswith("discontinuous")
+    assert rows["linalg.eigh"]["reason"].startswith("irrational")
     assert rows["dot"]["verdict"] == "associated"
 
 

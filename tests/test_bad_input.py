@@ -22,12 +22,14 @@ def test_op_without_exact_model_names_the_op_and_the_line():
     assert err.value.op == "aten.sin.default"
 
 
-@pytest.mark.parametrize("op", [torch.floor, torch.round, torch.sign, torch.ceil])
-def test_non_lipschitz_op_is_outside_the_theory(op):
+@pytest.mark.parametrize("op,x", [(torch.floor, 1.0), (torch.round, 0.5), (torch.sign, 0.0), (torch.ceil, -2.0)])
+def test_step_function_on_a_jump_is_outside_the_theory(op, x):
     with pytest.raises(mtcheck.OutsideTheoryError) as err:
-        mtcheck.check(lambda x: op(x).sum(), f64(0.5, 1.5))
+        mtcheck.check(lambda x: op(x).sum(), f64(0.25, x))
     assert "outside the theory" in str(err.value)
-    assert "not Lipschitz" in str(err.value)
+    assert "jumps at" in str(err.value) and "element 1" in str(err.value)
+    # off its jumps the same op is locally constant: checked
+    assert mtcheck.check(lambda x: op(x).sum() + x.sum(), f64(0.25, 1.25)).verdict is Verdict.SMOOTH_OK
 
 
 def test_discontinuous_threshold_is_outside_the_theory():

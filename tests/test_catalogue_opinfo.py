@@ -27,14 +27,14 @@ def S():
 @pytest.fixture(scope="module")
 def result(S):
     a = S.sweep(["fmax"], jobs=1, samples=1)
-    b = S.sweep(["sort", "floor"], jobs=1, samples=1)
+    b = S.sweep(["sort", "mode"], jobs=1, samples=1)
     return S.merge([b, a])
 
 
 def test_merge_keeps_op_db_order(S, result):
     order = [S.op_key(op) for op in S.load_op_db()]
     keys = [r["op"] for r in result["ops"]]
-    assert sorted(keys, key=order.index) == keys and set(keys) == {"fmax", "sort", "floor"}
+    assert sorted(keys, key=order.index) == keys and set(keys) == {"fmax", "sort", "mode"}
     assert result["summary"]["ops"] == 3
 
 
@@ -62,10 +62,10 @@ def test_rows_rules_clarke_and_header(result):
     curated = catalogue.build_catalogue([v for v in catalogue.variants() if v.key == "torch.sort"], clarke=False)
     rows = {r["op"]: r for r in catalogue.sweep_rows(result, curated)}
     assert rows["sort"]["rule"].startswith("stable")
-    assert rows["floor"]["reason"].startswith("discontinuous")
+    assert rows["mode"]["reason"].startswith("discontinuous")
     assert "clarke" in rows["fmax"]
     md = catalogue.render_markdown(curated, sweep=result)
     assert md.splitlines()[2] == "Regenerate: `" + catalogue.REGENERATE + "`"
     assert "| op | rule at ties | verdict at ties | Clarke |" in md
-    for op in ("fmax", "sort", "floor"):
+    for op in ("fmax", "sort", "mode"):
         assert f"| `{op}` |" in md

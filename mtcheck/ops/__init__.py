@@ -170,3 +170,4 @@ def _load() -> None:
     from . import extra, extra_index  # noqa: F401  (issue 11)
     from . import smooth  # noqa: F401  (enclosures of smooth irrational ops)
     from . import attention  # noqa: F401  (scaled dot-product attention, enclosed)
+    from . import steps  # noqa: F401  (step functions away from their jumps)

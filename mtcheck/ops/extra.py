@@ -877,11 +877,11 @@ class Mode(Rule):
 
 
 _reject_new("outside", "it is not continuous (a step function or a value that jumps)",
-       "aten.frexp.Tensor", "aten.signbit.default", "aten.copysign.Tensor", "aten.copysign.Scalar",
+       "aten.frexp.Tensor", "aten.signbit.default",
        "aten.nextafter.default", "aten.histc.default", "aten.histogram.bin_ct", "aten.histogram.bins_tensor",
        "aten._histogramdd_bin_edges.default", "aten._histogramdd_from_bin_cts.default",
        "aten._histogramdd_from_bin_tensors.default", "aten._unique2.default", "aten.unique_consecutive.default",
-       "aten.unique_dim.default", "aten.hash_tensor.default", "aten.angle.default", "aten.searchsorted.Tensor",
+       "aten.unique_dim.default", "aten.hash_tensor.default", "aten.searchsorted.Tensor",
        "aten.searchsorted.Scalar", "aten.bucketize.Scalar")
 _reject_new("irrational", "its values are irrational in general, so no exact rational model exists",
        "aten.acos.default", "aten.acosh.default", "aten.asin.default", "aten.asinh.default", "aten.atanh.default",

@@ -120,7 +120,35 @@ def sign(a) -> np.ndarray:
     if isinstance(a, Ball):
         return ball_sign(a)
     a = np.asarray(a)
+    if a.dtype == object and a.size >= 256:
+        # the float nearest a rational has its sign unless it underflows to 0: those few are
+        # decided again exactly (a comparison per element costs 5x a conversion to float)
+        flat = a.ravel().tolist()
+        f = near_floats(flat)
+        if f is not None:
+            s = np.sign(f).astype(np.int8)
+            for i in np.flatnonzero(f == 0).tolist():
+                v = flat[i]
+                s[i] = (v > 0) - (v < 0)
+            return s.reshape(a.shape)
     return (a > 0).astype(np.int8) - (a < 0).astype(np.int8)
+
+
+FLOAT_SLACK = 2.0 ** -50      # relative: a conversion within a few ulps of the rational
+
+
+def near_floats(flat: list):
+    """float64 values within ``FLOAT_SLACK`` (relative, or 2**-1070 absolute) of the exact
+    values of ``flat`` (fmpq or int), each with the exact value's sign or 0; None when one
+    overflows or is not a number. For *pruning* only: the candidates for a maximum are the
+    entries within the slack of the float maximum, and exact comparisons decide among them."""
+    try:
+        f = np.fromiter((float(v) for v in flat), dtype=np.float64, count=len(flat))
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not np.isfinite(f).all():
+        return None
+    return f
 
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -247,3 +247,48 @@ def test_residues_of_0d_arrays():
     for x in (_fixed.from_floats(np.array(-1.5)), o):
         res, e, bits = _fixed.to_mod(x, p)
         assert int(res) == (-3) % p and e == 1 and bits == 2
+
+
+def test_sign_of_large_arrays_is_exact_at_underflow_and_overflow():
+    """sign() of a large object array goes through floats; a rational that underflows to 0.0 or
+    overflows float64 keeps its exact sign."""
+    import flint
+    import numpy as np
+
+    from mtcheck._exact import sign
+
+    tiny, huge = flint.fmpq(1, 1 << 3000), flint.fmpq(1 << 3000, 3)
+    a = np.array([flint.fmpq(0)] * 300 + [tiny, -tiny, flint.fmpq(-1, 3), 3], dtype=object)
+    assert sign(a)[:300].tolist() == [0] * 300 and sign(a)[300:].tolist() == [1, -1, -1, 1]
+    b = np.array([huge, -huge] + [flint.fmpq(1, 7)] * 300, dtype=object)
+    assert sign(b)[:3].tolist() == [1, -1, 1]
+
+
+def test_float_pruned_window_max_equals_the_exact_one():
+    """select_windows prunes with floats on large exact arrays: the same winners and ties as
+    exact comparisons, also for entries that differ below float64 resolution."""
+    import random
+
+    import flint
+    import numpy as np
+
+    from mtcheck.ops.nonsmooth import select_windows
+
+    random.seed(3)
+    base = [flint.fmpq(random.randint(-5, 5), 4) for _ in range(8)]
+    rows = []
+    for _ in range(200):
+        r = [random.choice(base) + (flint.fmpq(random.choice([-1, 0, 1]), 1 << 70) if random.random() < 0.3 else 0)
+             for _ in range(9)]
+        rows.append(r)
+    v = np.array(rows, dtype=object)
+    valid = np.random.default_rng(0).random(v.shape) < 0.9
+    valid[:, 0] = True
+    for take_min in (False, True):
+        best, win, ties = select_windows(v, valid, take_min)
+        for g in range(v.shape[0]):
+            vals = [v[g, k] for k in range(9) if valid[g, k]]
+            b = min(vals) if take_min else max(vals)
+            assert best[g] == b
+            assert [bool(t) for t in ties[g]] == [bool(valid[g, k] and v[g, k] == b) for k in range(9)]
+            assert v[g, win[g]] == b

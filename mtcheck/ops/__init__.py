@@ -171,3 +171,4 @@ def _load() -> None:
     from . import smooth  # noqa: F401  (enclosures of smooth irrational ops)
     from . import attention  # noqa: F401  (scaled dot-product attention, enclosed)
     from . import steps  # noqa: F401  (step functions away from their jumps)
+    from . import linalg_enclosed  # noqa: F401  (slogdet, matrix exponential, Cholesky, enclosed)

@@ -206,13 +206,29 @@ def _wrap(mid, rad) -> "Ball":
     return ball(mid, rad)
 
 
+def _is_zero_ball(x) -> bool:
+    """A large Ball that is exactly 0 everywhere (mid and radius): adding it changes nothing."""
+    if not isinstance(x, Ball) or x.size < 4096:
+        return False
+    v = x.view(np.ndarray)
+    return not v.real.any() and not v.imag.any()
+
+
 def _add(a, b, sign=1.0):
+    if _is_zero_ball(a) and np.shape(a) == np.broadcast_shapes(np.shape(a), np.shape(b)) == np.shape(b):
+        return to_ball(b).copy() if sign > 0 else _wrap(-np.asarray(_parts(b)[0]), _parts(b)[1])
+    if _is_zero_ball(b) and np.shape(b) == np.broadcast_shapes(np.shape(a), np.shape(b)) == np.shape(a):
+        return to_ball(a).copy()
     am, ar = _parts(a)
     bm, br = _parts(b)
     if sign < 0:
         bm = -np.asarray(bm) if np.ndim(bm) else -bm
     z = am + bm
     r = ar + br
+    if np.ndim(r) and np.size(r) >= 4096 and (np.asarray(r) > 0).all():
+        # every radius positive: the rounding error of z is at most u|z| (round to nearest; a sum in
+        # the subnormal range is exact), so the exact TwoSum error is not needed
+        return _wrap(z, up(r + U * np.abs(z)))
     # TwoSum: the exact rounding error of z (zero when the float sum is exact)
     bb = z - am
     err = (am - (z - bb)) + (bm - bb)
@@ -325,6 +341,17 @@ def matmul(a, b) -> "Ball":
     bm, br = _parts(b)
     am, bm, ar, br = (np.asarray(v, dtype=np.float64) for v in (am, bm, ar, br))
     k = am.shape[-1]
+    if bm.ndim == 2 and am.ndim >= 2 and am.size >= 65536 and np.ndim(br) in (0, 2):
+        # rows of a that are exactly 0 (mid and radius) give exact zero rows: reverse passes carry
+        # one-hot cotangents, zero outside the rows their seeds reach, so only the rest is multiplied
+        A, Ar = am.reshape(-1, k), np.broadcast_to(ar, am.shape).reshape(-1, k)
+        live = A.any(axis=1) | Ar.any(axis=1)
+        if live.mean() < 0.5:
+            rows = np.flatnonzero(live)
+            sub = matmul(_wrap(A[rows], Ar[rows]), _wrap(bm, np.broadcast_to(br, bm.shape)))
+            out = np.zeros((A.shape[0], bm.shape[1]), dtype=np.complex128)
+            out[rows] = sub.view(np.ndarray)
+            return out.reshape(am.shape[:-1] + (bm.shape[1],)).view(Ball)
     z = np.matmul(am, bm)
     aam, abm = np.abs(am), np.abs(bm)
     g = gamma(k + 2)
@@ -499,6 +526,14 @@ class Ball(np.ndarray):
             return _tensordot(a, b, axes)
         if func is np.abs:
             return Ball._call(np.absolute, args)
+        if func is np.ones_like:
+            # not a data movement (on the complex storage it would give 1 + 1j): exact ones,
+            # mid 1 and radius 0; another dtype asked for is an array of that dtype
+            dt = kwargs.get("dtype", args[1] if len(args) > 1 else None)
+            shape = kwargs.get("shape", np.shape(args[0]))
+            if dt is not None and np.dtype(dt) != np.dtype(object):
+                return np.ones(shape, dtype=dt)
+            return ball(np.ones(shape))
         if func is np.where and len(args) == 1:
             raise NotEnclosed("numpy.where(cond) on enclosures")
         if func in _MOVE:

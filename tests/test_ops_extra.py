@@ -305,3 +305,21 @@ def test_multilinear_ops_read_off_per_argument():
     rep = mtcheck.check(lambda w, p: R(F.embedding_bag(idx, w, offs, mode="sum", per_sample_weights=p)), ties(3, 2),
                         psw, neighbours=False)
     assert rep.verdict in (Verdict.SMOOTH_OK, Verdict.ASSOCIATED), rep.explain()
+
+
+def test_ldexp_exponent_derivative_and_pytorch_negative_exponent_gradient():
+    """ldexp(x, e) = x 2**e: a float exponent is differentiated (x 2**e ln 2, enclosed); with an
+    integer exponent tensor PyTorch 2.13 returns the gradient 0 for every negative exponent
+    (its backward computes 2**e in integers), which mtcheck reports as SMOOTH_WRONG."""
+    x = torch.tensor([1.5, -0.75, 2.0], dtype=torch.float64)
+    e = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    rep = mtcheck.check(torch.ldexp, x, e)
+    assert rep.verdict is mtcheck.Verdict.SMOOTH_OK, rep
+    rep = mtcheck.check(lambda x: torch.ldexp(x, torch.tensor([1, -2, 3])), x)
+    J = rep.stratum_jacobian
+    assert J.diagonal().tolist() == [2.0, 0.25, 8.0]
+    fw = rep.framework_jacobian.diagonal().tolist()
+    if fw[1] == 0.0:
+        assert rep.verdict is mtcheck.Verdict.SMOOTH_WRONG
+    else:   # a torch where it is fixed
+        assert rep.verdict is mtcheck.Verdict.SMOOTH_OK

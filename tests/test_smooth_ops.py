@@ -284,3 +284,52 @@ def test_gelu_mutant_in_float32():
     # 1.3e-4 .. 8.7e-4 per row here (relative 1.4e-3), far beyond float32's stated tolerance
     # (rtol 1.3e-6, atol 1e-5 per row, L1), while the enclosure radii of J_S are ~5e-17.
     assert rep.verdict is Verdict.SMOOTH_WRONG, rep.explain()
+
+
+def test_bce_with_logits_jvp_keeps_the_fixed_point_scale():
+    """A fixed-point tangent (an Fx: integers and a scale) through a smooth loss keeps its scale
+    (_fin once turned it into plain objects, dropping 2**-e)."""
+    from mtcheck._fixed import Fx, from_exact, to_exact
+
+    name = "aten.binary_cross_entropy_with_logits.default"
+    rule = lookup(name)
+    ctx = Ctx(name, torch.float64)
+    x = np.array([q(0), q(0)], dtype=object)
+    y = np.array([q(0), q(1)], dtype=object)
+    kw = {"reduction": 0}
+    out = rule.forward(ctx, (x, y), kw)
+    t = from_exact(np.array([[q(1) / 4, q(1) / 4]], dtype=object))
+    res = rule.jvp(ctx, (x, y), kw, out, (t, None), {})
+    vals = to_exact(res) if isinstance(res, Fx) else np.asarray(res, dtype=object)
+    assert vals.ravel().tolist() == [q(1) / 8, -q(1) / 8]
+
+
+def test_ball_matmul_skips_zero_rows_and_add_fast_paths_stay_rigorous():
+    """Large Ball products skip exactly-zero rows (one-hot cotangents), and large sums with every
+    radius positive bound the rounding by u|z|: both still enclose the exact results."""
+    from fractions import Fraction
+
+    from mtcheck._ball import ball, matmul
+
+    rng = np.random.default_rng(0)
+    am = rng.standard_normal((600, 128))
+    am[rng.random(600) < 0.8] = 0.0
+    a = ball(am, np.where(am != 0, 1e-12, 0.0))
+    bm = rng.standard_normal((128, 5))
+    b = ball(bm)
+    c = matmul(a, b)
+    zero = ~am.any(axis=1)
+    assert (c.mid[zero] == 0).all() and (c.rad[zero] == 0).all()
+    for i in np.flatnonzero(~zero)[:5]:
+        for j in range(5):
+            exact = sum(Fraction(x) * Fraction(y) for x, y in zip(am[i], bm[:, j]))
+            bound = sum(abs(Fraction(y)) * Fraction(1e-12) for y in bm[:, j])
+            assert abs(Fraction(c.mid[i, j]) - exact) <= Fraction(c.rad[i, j]) - bound
+    x = ball(rng.standard_normal(5000), np.full(5000, 1e-15))
+    y = ball(rng.standard_normal(5000) * 1e3, np.full(5000, 1e-13))
+    s = x + y
+    for i in range(0, 5000, 997):
+        exact = Fraction(x.mid[i]) + Fraction(y.mid[i])
+        assert abs(Fraction(s.mid[i]) - exact) <= Fraction(s.rad[i]) - Fraction(1e-15) - Fraction(1e-13)
+    z = ball(np.zeros(5000))
+    assert ((z + y).mid == y.mid).all() and ((y - z).rad == y.rad).all() and ((z - y).mid == -y.mid).all()

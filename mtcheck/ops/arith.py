@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import NotLipschitz, NotModelled, Rule, register
-from .._exact import Q0, Q1, as_exact, from_tensor, q
+from .._exact import Q0, Q1, as_exact, q
 from ._util import add_t, arg_grads, bcast_tangent, exact_scalar, obj, scale_t, shape_of, tan, unbroadcast
 
 
@@ -440,40 +440,73 @@ def _bn(ctx, x, weight, bias, mean, var, eps):
 
 @register("aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
           "aten._native_batch_norm_legit.default", "aten.batch_norm.default",
-          "aten._batch_norm_impl_index.default")
+          "aten._batch_norm_impl_index.default", "aten._native_batch_norm_legit.no_stats",
+          "aten._batch_norm_with_update.default", "aten._batch_norm_no_update.default")
 class BatchNormEval(Rule):
-    def _unpack(self, ctx, args, kwargs):
-        op = ctx.op
-        x, weight, bias, rmean, rvar = args[:5]
-        if op.startswith("aten._native_batch_norm_legit_no_training"):
-            training, eps = False, args[6]
-        elif op.startswith("aten._native_batch_norm_legit"):
-            training, eps = args[5], args[7]
-        else:
-            training, eps = args[5], args[7]
-        if training or rmean is None or rvar is None:
-            raise NotModelled("batch_norm in training mode (random batch statistics); call model.eval()")
-        return x, weight, bias, rmean, rvar, eps
+    """Batch norm, both modes.
 
-    def forward(self, ctx, args, kwargs):
-        x, w, b, m, v, eps = self._unpack(ctx, args, kwargs)
-        y = _bn(ctx, x, w, b, m, v, eps)
-        if ctx.op in ("aten.batch_norm.default",):
-            return y
-        empty = np.empty((0,), dtype=object)
-        if ctx.op.startswith("aten._batch_norm_impl_index"):
-            return (y, empty, empty, empty, np.zeros((), dtype=np.int64))
-        return (y, empty, empty)
+    Eval (running statistics): ``y = (x - running_mean) / sqrt(running_var + eps) * w + b``, an
+    affine map of ``x``. Training (batch statistics): the mean and the
+    biased variance over the batch and spatial axes (every axis but 1) are deterministic functions
+    of the input, modelled like layer norm over those axes (:func:`_bn_train`); ``save_mean``
+    and ``save_invstd`` (per channel) are outputs whose values are modelled, but PyTorch declares
+    them non-differentiable (they never require grad), so they are constants to the derivative,
+    like a detached tensor. The running-statistics update is a side effect on buffers that no
+    output depends on, so it is not part of the function."""
 
     balls = True
 
-    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        if any(t is not None for t in targs[3:5]):
-            raise NotModelled("batch_norm whose running statistics depend on the input")
-        a = ctx.aux
-        t = targs[0] * a["alpha"] if targs[0] is not None else None
+    def _unpack(self, ctx, args, kwargs):
+        """(x, weight, bias, running_mean, running_var, training, eps)."""
+        op = ctx.op
+        x, weight, bias = args[:3]
+        if op.startswith("aten._native_batch_norm_legit.no_stats"):
+            return x, weight, bias, None, None, bool(args[3]), args[5]
+        rmean, rvar = args[3], args[4]
+        if op.startswith("aten._native_batch_norm_legit_no_training") or op.startswith("aten._batch_norm_no_update"):
+            training, eps = False, args[6]
+        elif op.startswith("aten._batch_norm_with_update"):
+            training, eps = True, args[6]
+        else:
+            training, eps = args[5], args[7]
+        if not training and (rmean is None or rvar is None):
+            raise NotModelled("batch_norm in eval mode without running statistics")
+        return x, weight, bias, rmean, rvar, bool(training), eps
+
+    def _outs(self, ctx, y, mean, invstd):
+        if ctx.op == "aten.batch_norm.default":
+            return y
+        empty = np.empty((0,), dtype=object)
+        if ctx.op.startswith("aten._batch_norm_impl_index"):
+            return (y, mean, invstd, empty, np.zeros((), dtype=np.int64))
+        if ctx.op.startswith("aten._batch_norm_with_update") or ctx.op.startswith("aten._batch_norm_no_update"):
+            return (y, mean, invstd, empty)
+        return (y, mean, invstd)
+
+    def forward(self, ctx, args, kwargs):
+        x, w, b, m, v, training, eps = self._unpack(ctx, args, kwargs)
+        ctx.aux["training"] = training
+        if training:
+            y, mean, invstd = _bn_train(ctx, x, w, b, eps)
+            return self._outs(ctx, y, mean, invstd)
+        y = _bn(ctx, x, w, b, m, v, eps)
+        empty = np.empty((0,), dtype=object)
+        return self._outs(ctx, y, empty, empty)
+
+    def _wb_tangents(self, ctx, targs):
         tw = targs[1] if len(targs) > 1 else None
         tb = targs[2] if len(targs) > 2 else None
+        return tw, tb
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a = ctx.aux
+        if a.get("training"):
+            return self._outs_t(ctx, out, *_bn_train_jvp(ctx, args, targs))
+        if not ctx.op.startswith("aten._native_batch_norm_legit.no_stats") \
+                and any(t is not None for t in targs[3:5]):
+            raise NotModelled("batch_norm whose running statistics depend on the input")
+        t = targs[0] * a["alpha"] if targs[0] is not None else None
+        tw, tb = self._wb_tangents(ctx, targs)
         ws = a["wshape"]
         if tw is not None:
             p = a["xn"][None] * tw.reshape((tw.shape[0],) + ws)
@@ -481,12 +514,18 @@ class BatchNormEval(Rule):
         if tb is not None:
             p = np.broadcast_to(tb.reshape((tb.shape[0],) + ws), (tb.shape[0],) + tuple(a["xn"].shape))
             t = p if t is None else t + p
+        return self._outs_t(ctx, out, t, None, None)
+
+    @staticmethod
+    def _outs_t(ctx, out, t, tmean, tinv):
         if isinstance(out, tuple):
-            return (t,) + (None,) * (len(out) - 1)
+            return (t, tmean, tinv) + (None,) * (len(out) - 3)
         return t
 
     def vjp(self, ctx, args, kwargs, out, cot):
         a = ctx.aux
+        if a.get("training"):
+            return _bn_train_vjp(ctx, args, cot)
         c = cot[0] if isinstance(cot, tuple) else cot
         by = {}
         if c is None:
@@ -498,3 +537,75 @@ class BatchNormEval(Rule):
         if args[2] is not None:
             by[2] = np.sum(c, axis=red)
         return arg_grads(args, by)
+
+
+# ---------------------------------------------------------------- batch norm, training mode
+
+def _bn_axes(x):
+    if x.ndim < 2:
+        raise NotModelled("batch_norm of an input with fewer than 2 dimensions")
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _bn_train(ctx, x, weight, bias, eps):
+    """Training batch norm: xhat = (x - mean) / sqrt(var + eps) with the batch mean and the biased
+    batch variance over every axis but 1 (exact rationals; 1/sqrt enclosed), y = xhat w + b.
+    Returns (y, save_mean, save_invstd), the last two of shape (C,)."""
+    from .norms import _Norm
+
+    axes = _bn_axes(x)
+    if int(np.prod([x.shape[i] for i in axes], dtype=np.int64)) == 0:
+        raise NotModelled("batch_norm in training mode over an empty batch")
+    nrm = _Norm(x, axes, float(eps))
+    C = x.shape[1]
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    ctx.aux.update(nrm=nrm, wshape=shape, C=C)
+    y = nrm.xhat
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y, nrm.mu.reshape(C), nrm.r.reshape(C)
+
+
+def _bn_train_jvp(ctx, args, targs):
+    a = ctx.aux
+    nrm, ws = a["nrm"], a["wshape"]
+    tx = targs[0] if targs else None
+    tw = targs[1] if len(targs) > 1 else None
+    tb = targs[2] if len(targs) > 2 else None
+    w = args[1]
+    res = None
+    if tx is not None:
+        d = nrm.tangent(tx)
+        res = d * w.reshape(ws) if w is not None else d
+    if tw is not None:
+        p = nrm.xhat[None] * tw.reshape((tw.shape[0],) + ws)
+        res = p if res is None else res + p
+    if tb is not None:
+        p = np.broadcast_to(tb.reshape((tb.shape[0],) + ws), (tb.shape[0],) + tuple(nrm.xhat.shape))
+        res = p if res is None else res + p
+    # save_mean and save_invstd are non-differentiable outputs in PyTorch (requires_grad False,
+    # no derivative formula): modelled as constants, like a detached tensor
+    return res, None, None
+
+
+def _bn_train_vjp(ctx, args, cot):
+    a = ctx.aux
+    nrm, ws = a["nrm"], a["wshape"]
+    # only y is differentiable (save_mean / save_invstd: constants to autograd, see the jvp)
+    g = cot[0] if isinstance(cot, tuple) else cot
+    x, w = args[0], args[1]
+    by = {}
+    gx = None
+    red = (1,) + tuple(range(3, 1 + x.ndim))
+    if g is not None:
+        gy = g * w.reshape(ws) if w is not None else g
+        gx = nrm.adjoint(gy)
+        if w is not None:
+            by[1] = np.sum(g * nrm.xhat[None], axis=red)
+        if args[2] is not None:
+            by[2] = np.sum(g, axis=red)
+    if gx is not None:
+        by[0] = gx
+    return arg_grads(args, by)

@@ -826,26 +826,67 @@ register_new("aten.logical_not_.default", "aten.logical_and_.default", "aten.log
 
 @register_new("aten.ldexp.Tensor")
 class Ldexp(Rule):
-    """ldexp(x, e) = x * 2**e for an integer exponent tensor: linear in x, exact."""
+    """ldexp(x, e) = x * 2**e: exact for integer exponents, enclosed (Arb) otherwise; the
+    derivative in x is 2**e and in e (a float exponent tensor) x * 2**e * ln 2."""
 
-    def _scale(self, args):
-        e = args[1]
-        if not isinstance(e, np.ndarray):
-            raise NotModelled("ldexp with a scalar exponent")
-        if e.dtype == object:
-            if any(int(v.q) != 1 for v in e.ravel().tolist()):
-                raise NotModelled("ldexp with a non-integer exponent (2**e is irrational in general)")
-            e = np.asarray([int(v.p) for v in e.ravel().tolist()], dtype=np.int64).reshape(e.shape)
-        return np.asarray(np.vectorize(lambda k: q(2) ** int(k), otypes=[object])(e), dtype=object) if e.size else e
+    balls = True
+
+    def _scale(self, ctx, args):
+        s = ctx.aux.get("scale")
+        if s is None:
+            e = args[1]
+            if not isinstance(e, np.ndarray):
+                raise NotModelled("ldexp with a scalar exponent")
+            from .._ball import Ball
+
+            if not isinstance(e, Ball) and e.dtype != object:
+                e = as_exact(e)
+            if not isinstance(e, Ball) and all(int(v.q) == 1 for v in e.ravel().tolist()):
+                s = np.asarray(np.vectorize(lambda k: q(2) ** int(k.p), otypes=[object])(e), dtype=object) \
+                    if e.size else e
+            else:
+                from .smooth import enclose
+
+                s = enclose(lambda a: flint.arb(2) ** a, e)
+            s = ctx.aux["scale"] = s
+        return s
 
     def forward(self, ctx, args, kwargs):
-        return np.asarray(_obj(args[0]) * self._scale(args), dtype=object)
+        return _fin_obj(_obj(args[0]) * self._scale(ctx, args))
+
+    def _de(self, ctx, args, out):
+        from .smooth import enclose
+
+        return out * enclose(lambda a: flint.arb(2).log() * a, np.asarray(Q1, dtype=object))   # x 2**e ln 2
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        if _t(targs, 1) is not None:
-            raise NotModelled("the derivative of ldexp with respect to its exponent (a factor log 2)")
-        t = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
-        return None if t is None else tan(t * np.broadcast_to(self._scale(args), out.shape))
+        from .smooth import times
+
+        tx = bcast_tangent(_t(targs, 0), _shape(args[0]), out.shape)
+        te = bcast_tangent(_t(targs, 1), _shape(args[1]), out.shape)
+        res = None if tx is None else times(np.broadcast_to(self._scale(ctx, args), out.shape), tx)
+        if te is not None:
+            d = times(self._de(ctx, args, out), te)
+            res = d if res is None else res + d
+        return res
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from .smooth import times
+
+        g = {}
+        if isinstance(args[0], np.ndarray):
+            g[0] = unbroadcast(times(np.broadcast_to(self._scale(ctx, args), out.shape)[None], cot),
+                               args[0].shape)
+        if isinstance(args[1], np.ndarray) and np.asarray(args[1]).dtype != np.int64 and \
+                (args[1].dtype == object or np.issubdtype(args[1].dtype, np.floating)):
+            g[1] = unbroadcast(times(self._de(ctx, args, out)[None], cot), args[1].shape)
+        return arg_grads(args, g)
+
+
+def _fin_obj(v):
+    from .._ball import exactify, is_ball
+
+    return exactify(v) if is_ball(v) else np.asarray(v, dtype=object)
 
 
 # ---------------------------------------------------------------- refused, with the reason
@@ -883,33 +924,15 @@ _reject_new("outside", "it is not continuous (a step function or a value that ju
        "aten._histogramdd_from_bin_tensors.default", "aten._unique2.default", "aten.unique_consecutive.default",
        "aten.unique_dim.default", "aten.hash_tensor.default", "aten.searchsorted.Tensor",
        "aten.searchsorted.Scalar", "aten.bucketize.Scalar")
-_reject_new("irrational", "its values are irrational in general, so no exact rational model exists",
-       "aten.acos.default", "aten.acosh.default", "aten.asin.default", "aten.asinh.default", "aten.atanh.default",
-       "aten.atan2.default", "aten.cosh.default", "aten.sinh.default", "aten.log2.default", "aten.log10.default",
-       "aten.exp2.default", "aten.erfc.default", "aten.erfinv.default", "aten.lgamma.default",
-       "aten.digamma.default", "aten.polygamma.default", "aten.mvlgamma.default", "aten.i0.default",
-       "aten.sinc.default", "aten.logit.default", "aten.logaddexp.default", "aten.logaddexp2.default",
-       "aten.logsumexp.default", "aten.logcumsumexp.default", "aten.hypot.default", "aten.xlogy.Tensor",
-       "aten.xlogy.Scalar_Self", "aten.xlogy.Scalar_Other", "aten.celu.default", "aten.glu.default",
-       "aten.softplus.default", "aten.std.correction", "aten.std_mean.correction", "aten.rsqrt.default",
-       "aten.sqrt_.default", "aten.native_group_norm.default", "aten._linalg_svd.default",
-       "aten._linalg_eigh.default", "aten.linalg_eig.default", "aten.linalg_qr.default",
-       "aten.linalg_cholesky_ex.default", "aten.cholesky.default", "aten.geqrf.default",
-       "aten.linalg_matrix_exp.default", "aten._linalg_slogdet.default", "aten.linalg_pinv.atol_rtol_tensor",
-       "aten.binary_cross_entropy.default", "aten.binary_cross_entropy_with_logits.default",
-       "aten._safe_softmax.default", "aten._softmax_backward_data.default", "aten.renorm.default",
-       "aten.special_i0e.default", "aten.special_i1.default", "aten.special_i1e.default",
-       "aten.special_xlog1py.default", "aten.special_entr.default", "aten.special_log_ndtr.default",
-       "aten.special_erfcx.default", "aten.special_airy_ai.default", "aten.special_bessel_j0.default",
-       "aten.special_bessel_j1.default", "aten.special_bessel_y0.default", "aten.special_bessel_y1.default",
-       "aten.special_modified_bessel_i0.default", "aten.special_modified_bessel_i1.default",
+_reject_new("irrational", "its values are irrational and mtcheck has no enclosure rule for it yet",
+       "aten._linalg_svd.default", "aten._linalg_eigh.default", "aten.linalg_eig.default",
+       "aten.linalg_qr.default", "aten.geqrf.default", "aten.linalg_pinv.atol_rtol_tensor",
+       "aten.special_bessel_y0.default", "aten.special_bessel_y1.default",
        "aten.special_modified_bessel_k0.default", "aten.special_modified_bessel_k1.default",
        "aten.special_scaled_modified_bessel_k0.default", "aten.special_scaled_modified_bessel_k1.default",
-       "aten.special_spherical_bessel_j0.default", "aten.special_zeta.default", "aten.special_ndtri.default",
-       "aten.log_sigmoid_forward.default", "aten.elu.default", "aten.sinh_.default", "aten.tanh_.default",
-       "aten.sigmoid_.default", "aten.exp_.default", "aten.log_.default", "aten.sqrt.default",
-       "aten._fft_r2c.default", "aten._fft_c2r.default", "aten._fft_c2c.default", "aten.grid_sampler_2d.default",
-       "aten.grid_sampler_3d.default", "aten.polar.default", "aten.logdet.default", "aten.erf_.default")
+       "aten.special_zeta.default", "aten._fft_r2c.default", "aten._fft_c2r.default", "aten._fft_c2c.default",
+       "aten.grid_sampler_2d.default", "aten.grid_sampler_3d.default", "aten.polar.default",
+       "aten.logdet.default")
 
 
 # ---------------------------------------------------------------- reductions over index-defined groups
@@ -1420,6 +1443,6 @@ _reject_new("outside", "a factorization with pivoting: its factors jump where th
             "(discontinuous, although their product is not)",
             "aten.linalg_lu_factor_ex.default", "aten.linalg_lu.default", "aten.linalg_ldl_factor_ex.default",
             "aten.lu_factor_ex.default", "aten._lu_with_info.default")
-_reject_new("irrational", "its values are irrational in general, so no exact rational model exists",
-            "aten.soft_margin_loss.default", "aten.linalg_lstsq.default", "aten.special_zeta.default",
+_reject_new("irrational", "its values are irrational and mtcheck has no enclosure rule for it yet",
+            "aten.linalg_lstsq.default", "aten.special_zeta.default",
             "aten.igamma.default", "aten.igammac.default")

@@ -140,6 +140,7 @@ class IndexMap(Rule):
         from ._util import zeros_like_cot
 
         g = zeros_like_cot((B, sum(sizes)), next(c for c in cots if c is not None))
+        written = np.zeros(sum(sizes), dtype=bool)
         for m, c in zip(ctx.aux["maps"], cots):
             if c is None:
                 continue
@@ -149,9 +150,13 @@ class IndexMap(Rule):
             if not ok.all():
                 mv, cf = mv[ok], cf[:, ok]
             if np.unique(mv).size == mv.size:
-                g[:, mv] = g[:, mv] + cf            # each input element is read once
+                if written[mv].any() or not _same_kind(g, cf):
+                    g[:, mv] = g[:, mv] + cf        # each input element is read once by this output
+                else:
+                    g[:, mv] = cf                   # ... and by no earlier one: g is still 0 there
             else:
                 np.add.at(g, (slice(None), mv), cf)
+            written[mv] = True
         res, off = [], 0
         for v, n in zip(leaves, sizes):
             if v.dtype != object:
@@ -160,6 +165,16 @@ class IndexMap(Rule):
             res.append(g[:, off:off + n].reshape((B,) + v.shape))
             off += n
         return res
+
+
+def _same_kind(g, c) -> bool:
+    """Whether ``c`` may be stored into ``g`` as is: two enclosures, or two plain exact arrays
+    (fixed point and residues carry a scale that a plain assignment would not align)."""
+    from .._ball import Ball
+
+    if isinstance(g, Ball):
+        return isinstance(c, Ball)
+    return type(g) is np.ndarray and type(c) is np.ndarray and g.dtype == object and c.dtype == object
 
 
 def _tangent_leaves(args, targs):

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import NotLipschitz, NotModelled, Rule, register
 from .._ball import Ball, Undecided, _from_arb, ball, to_ball
-from .._exact import Q0, Q1, as_exact, q
+from .._exact import Q1, as_exact, q
 from ._util import arg_grads, tan
 
 _PREC = 128

@@ -42,6 +42,16 @@ def _elem_disc(label, x, a_pos, other, b_pos, out_shape, ctx):
     return Disc(label, a_pos, ia, b_pos, ib, const, vals, np.arange(vals.size))
 
 
+def _pos(x):
+    """``x > 0`` elementwise, decided exactly (through :func:`mtcheck._exact.sign` for a large
+    array of rationals, which is 5x faster than comparing each rational)."""
+    if type(x) is np.ndarray and x.dtype == object and x.size >= 256:
+        from .._exact import sign
+
+        return sign(x) > 0
+    return x > 0
+
+
 # ---------------------------------------------------------------- relu family
 
 @register("aten.relu.default", "aten.relu_.default")
@@ -51,16 +61,16 @@ class Relu(Rule):
 
     def forward(self, ctx, args, kwargs):
         x = args[0]
-        return np.where(x > 0, x, Q0)
+        return np.where(_mask(ctx, "pos", lambda: _pos(x)), x, Q0)
 
     def discs(self, ctx, args, kwargs, out):
         return [_elem_disc("relu", args[0], 0, Q0, None, args[0].shape, ctx)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], targs[0], Q0)
+        return np.where(_mask(ctx, "pos", lambda: _pos(args[0]))[None], targs[0], Q0)
 
     def vjp(self, ctx, args, kwargs, out, cot):
-        return arg_grads(args, {0: np.where(_mask(ctx, "pos", lambda: args[0] > 0)[None], cot, Q0)})
+        return arg_grads(args, {0: np.where(_mask(ctx, "pos", lambda: _pos(args[0]))[None], cot, Q0)})
 
 
 @register("aten.leaky_relu.default", "aten.leaky_relu_.default")
@@ -135,9 +145,14 @@ class Abs(Rule):
 # ---------------------------------------------------------------- clamp family
 
 class _ClampBase(Rule):
-    """clamp(x, lo, hi) = min(max(x, lo), hi) with scalar or tensor bounds."""
+    """clamp(x, lo, hi) = min(max(x, lo), hi) with scalar or tensor bounds.
+
+    Enclosed values (Balls: the norm in cosine_similarity, a log or exp upstream) are accepted: the
+    case is the sign of ``x - bound``, decided by the enclosure or raised as ``Undecided`` (the model
+    turns it into an UNKNOWN verdict naming the node), never by a tolerance."""
 
     nonsmooth = True
+    balls = True
 
     def bounds(self, ctx, args, kwargs):
         """Returns (lo, lo_pos, hi, hi_pos): values (or None) and tensor-arg positions."""
@@ -294,7 +309,11 @@ class Hardtanh(_ClampBase):
 @register("aten.maximum.default", "aten.minimum.default", "aten.fmax.default", "aten.fmin.default",
           "aten.max.other", "aten.min.other")
 class BinaryMax(Rule):
+    """maximum/minimum/fmax/fmin of two operands; enclosed operands are compared by their
+    enclosures (a tie of two irrational values is Undecided: UNKNOWN)."""
+
     nonsmooth = True
+    balls = True
 
     def _is_min(self, ctx):
         return "min" in ctx.op.split(".")[1]
@@ -345,14 +364,51 @@ def select_windows(vals2d, valid, take_min=False, prefer=None):
     first = np.argmax(valid, axis=1)
     filler = vals2d[np.arange(G), first][:, None]
     v = np.where(valid, vals2d, filler)
-    best = v.min(axis=1) if take_min else v.max(axis=1)
-    ties = valid & (v == best[:, None])
+    pruned = _float_pruned(v, valid, take_min) if type(v) is np.ndarray and v.dtype == object and v.size >= 256 \
+        else None
+    if pruned is not None:
+        best, ties = pruned
+    else:
+        best = v.min(axis=1) if take_min else v.max(axis=1)
+        ties = valid & (v == best[:, None])
     winner = np.argmax(ties, axis=1)
     if prefer is not None:
         p = np.clip(np.asarray(prefer, dtype=np.int64), 0, K - 1)
         ok = ties[np.arange(G), p]
         winner = np.where(ok, p, winner)
     return obj(best), winner, ties
+
+
+def _float_pruned(v, valid, take_min):
+    """(best, ties) of :func:`select_windows` for exact rationals: floats near the values
+    (:func:`mtcheck._exact.near_floats`) leave as candidates only the entries within their slack
+    of each row's float maximum, the exact maximum among them; only the candidates are
+    compared exactly. None when the floats are not available (overflow)."""
+    from .._exact import FLOAT_SLACK, near_floats
+
+    G, K = v.shape
+    f = near_floats(v.ravel().tolist())
+    if f is None:
+        return None
+    f = f.reshape(G, K)
+    if take_min:
+        f = -f
+    f = np.where(valid, f, -np.inf)
+    fb = f.max(axis=1, keepdims=True)
+    cand = valid & (f >= fb - (np.abs(fb) * (4 * FLOAT_SLACK) + 2.0 ** -1060))
+    best = np.empty(G, dtype=object)
+    ties = cand.copy()
+    single = cand.sum(axis=1) == 1
+    rows = np.arange(G)
+    best[single] = v[rows[single], np.argmax(cand[single], axis=1)] if single.any() else best[single]
+    for g in np.flatnonzero(~single).tolist():
+        cols = np.flatnonzero(cand[g])
+        vals = v[g, cols]
+        b = vals.min() if take_min else vals.max()
+        best[g] = b
+        ties[g] = False
+        ties[g, cols] = vals == b
+    return best, ties
 
 
 def winner_jvp(ctx, out, t):

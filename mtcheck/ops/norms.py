@@ -1,7 +1,14 @@
-"""Norms and distances with p in {1, inf, -inf}: linalg.vector_norm, norm, dist, cdist, pdist
-(matrix norms and pairwise_distance decompose into these plus amax/amin, abs, sub).
+"""Norms and distances: linalg.vector_norm, norm, dist, cdist (and _euclidean_dist), pdist, with
+p in {1, inf, -inf} exactly and any finite p > 1 enclosed; std, std_mean and renorm built on the
+enclosed p-norm; layer and group norm (matrix norms, pairwise_distance, cosine_similarity and
+normalize decompose into these plus amax/amin, abs, sub, clamp, div). 0 < p < 1 and p < 0 are
+refused (no norm, not Lipschitz at a zero entry), p = 0 is outside the theory (a step function).
 
-Every such op reduces groups of *differences* ``d = A[i] - B[j]`` (for a vector norm
+Finite p > 1 (see "finite p > 1" below): smooth away from the zero vector (value and gradient
+enclosed, no discriminant); the zero vector of a group is a tie whose discriminants are its
+entries, with value 0 and stratum derivative 0.
+
+For p in {1, inf, -inf}: every such op reduces groups of *differences* ``d = A[i] - B[j]`` (for a vector norm
 ``B`` is absent and ``d = A[i]``):
 
 * ``p = 1``: ``sum |d|``; its case is the sign of every ``d`` (a zero is a tie);
@@ -43,14 +50,29 @@ _ONE = q(1)
 
 
 def _p_of(p):
+    """The exponent of a p-norm: 1, +-inf (exact, piecewise affine) or a finite p > 1 (enclosed)."""
     if p is None:
         return 2.0
+    if isinstance(p, str):
+        if p == "fro":
+            return 2.0
+        raise NotModelled(f"a {p!r}-norm (a matrix norm)")
     p = float(p)
     if p in (1.0, math.inf, -math.inf):
         return p
     if p == 0.0:
         raise NotLipschitz("the 0-'norm' counts nonzero entries (a step function)")
-    raise NotModelled(f"a {p:g}-norm: only p in {{1, inf, -inf}} have rational values and an exact model")
+    if math.isfinite(p) and p > 1.0:
+        return p
+    if 0.0 < p < 1.0:
+        raise NotModelled(f"a {p:g}-norm with 0 < p < 1: not a norm, and not Lipschitz where an entry is 0 "
+                          "(|x|^p has an unbounded derivative there); only p = 1, +-inf and finite p > 1 are modelled")
+    raise NotModelled(f"a {p:g}-norm: only p = 1, +-inf and finite p > 1 are modelled")
+
+
+def _smooth_p(p) -> bool:
+    """A finite p > 1: the norm is smooth away from the zero vector (values enclosed)."""
+    return p not in (1.0, math.inf, -math.inf)
 
 
 def _sgn(v):
@@ -67,7 +89,9 @@ class _Groups:
         if B is not None:
             Bf = B.ravel() if B.ndim else B.reshape(1)
             d = d - Bf[ib]
-        self.d = np.asarray(d, dtype=object)
+        from .._ball import is_ball
+
+        self.d = d if is_ball(d) else np.asarray(d, dtype=object)
 
     def tangent(self, ta, tb):
         B_ = (ta if ta is not None else tb).shape[0]
@@ -210,6 +234,220 @@ def norm_jvp(ctx, grp: _Groups, ta, tb):
     return np.asarray(td[:, np.arange(G), w] * s_w[None], dtype=object)
 
 
+# ---------------------------------------------------------------- finite p > 1: enclosed values
+#
+# ``||d||_p = (sum |d_k|^p)^(1/p)`` is irrational in general: every group's value and its gradient
+# ``w_k = sign(d_k) |d_k|^(p-1) / ||d||^(p-1)`` are enclosed with Arb (``||d||^(p-1) = S / ||d||``
+# for ``S = sum |d_k|^p``) and held as Balls. Away from the zero vector the norm is smooth: no
+# discriminant. At the zero vector (every entry of the group exactly 0) it is Lipschitz and not
+# differentiable: a tie, whose discriminants are the entries themselves (each one a kink, like
+# abs), with value 0 and stratum derivative 0 (on {d = 0} the norm is constant). Values are
+# always returned as Balls (radius 0 where exact), so that a program holding one is never taken
+# for a piecewise affine one. A group whose enclosure cannot tell the zero vector from a nonzero
+# one raises Undecided (an UNKNOWN verdict), never a tolerance.
+
+_PREC = 96
+
+
+def _arbs(v):
+    """The elements of an exact array or a Ball as ``flint.arb`` values (flat list)."""
+    from .._ball import _arb_of, _exact_arb, is_ball
+
+    if is_ball(v):
+        return [_arb_of(m, r) for m, r in zip(v.mid.ravel().tolist(), v.rad.ravel().tolist())]
+    return [_exact_arb(e) for e in np.asarray(v, dtype=object).ravel().tolist()]
+
+
+def _balls(arbs, shape):
+    from .._ball import _from_arb, ball
+
+    mids = np.empty(len(arbs))
+    rads = np.empty(len(arbs))
+    for i, a in enumerate(arbs):
+        mids[i], rads[i] = _from_arb(a)
+    return ball(mids.reshape(shape), rads.reshape(shape))
+
+
+class _Prec:
+    def __enter__(self):
+        import flint
+
+        self.old = flint.ctx.prec
+        flint.ctx.prec = _PREC
+
+    def __exit__(self, *a):
+        import flint
+
+        flint.ctx.prec = self.old
+
+
+def _ipow(a, k: int):
+    """a**k for an integer k >= 0 by multiplications (python-flint's ``**`` goes through exp/log
+    for an inexact ball, which is NaN for a ball containing 0 and wide for a negative one)."""
+    import flint
+
+    r = flint.arb(1)
+    while k:
+        if k & 1:
+            r = r * a
+        k >>= 1
+        if k:
+            a = a * a
+    return r
+
+
+def _abspow(a, p, pa):
+    """|a|^p (p > 1) for an arb ``a``, also when its ball contains 0."""
+    import flint
+
+    if a.is_zero():
+        return flint.arb(0)
+    b = abs(a)
+    if p == int(p):
+        return _ipow(b, int(p))
+    if b > 0:
+        return b ** pa
+    return flint.arb(0).union(flint.arb(b.upper()) ** pa)
+
+
+def _sgnpow(a, p, pm1):
+    """sign(a) |a|^(p-1) (p > 1) for an arb ``a``, also when its ball contains 0."""
+    import flint
+
+    if a.is_zero():
+        return flint.arb(0)
+    if p == 2.0:
+        return a
+    if p == int(p):
+        k = int(p) - 1
+        if k % 2:                          # an odd power keeps the sign: sign(a) |a|^k = a^k
+            return _ipow(a, k)
+        return a * _ipow(a, k - 1) if a.contains(0) else (_ipow(a, k) if a > 0 else -_ipow(a, k))
+    if a > 0:
+        return a ** pm1
+    if a < 0:
+        return -((-a) ** pm1)
+    u = flint.arb(abs(a).upper()) ** pm1
+    return (-u).union(u)
+
+
+def _zero_groups(d):
+    """(G,) bool: the groups whose entries are all exactly 0; raises Undecided for a group that is
+    neither exactly zero nor has an entry of decided nonzero sign."""
+    from .._ball import Undecided, is_ball
+
+    G, K = d.shape
+    if not K:
+        return np.ones(G, dtype=bool)
+    if is_ball(d):
+        m, r = d.mid, d.rad
+        zero_e = (m == 0) & (r == 0)
+        sure = np.abs(m) > r * (1.0 + 2.0 ** -50)
+        zero = zero_e.all(axis=1)
+        if (~zero & ~sure.any(axis=1)).any():
+            raise Undecided("a p-norm of a slice whose enclosure contains the zero vector and a nonzero one")
+        return zero
+    return np.asarray(d == 0, dtype=bool).all(axis=1)
+
+
+def pnorm_values(d, p):
+    """(norms (G,) Ball, gradient weights (G, K) Ball, zero groups (G,) bool) of the rows of ``d``."""
+    import flint
+
+    from .._ball import Undecided
+
+    G, K = d.shape
+    zero = _zero_groups(d)
+    vals, ws = [], []
+    with _Prec():
+        pa = flint.arb(p)
+        pm1 = pa - 1
+        arbs = _arbs(d) if d.size else []
+        for g in range(G):
+            if zero[g]:
+                vals.append(flint.arb(0))
+                ws.extend([flint.arb(0)] * K)
+                continue
+            row = arbs[g * K:(g + 1) * K]
+            S = sum((_abspow(a, p, pa) for a in row), flint.arb(0))
+            if not S > 0:
+                raise Undecided("a p-norm whose enclosure contains 0 (the kink at the zero vector)")
+            if p == 2.0:
+                N = S.sqrt()
+            elif p == int(p):
+                N = S.root(int(p))
+            else:
+                N = (S.log() / pa).exp()
+            vals.append(N)
+            r = N / S                      # 1 / ||d||^(p-1)
+            ws.extend([_sgnpow(a, p, pm1) * r for a in row])
+        return _balls(vals, (G,)), _balls(ws, (G, K)), zero
+
+
+def pnorm_forward(ctx, grp: _Groups, p):
+    N, W, zero = pnorm_values(grp.d, p)
+    ctx.aux.update(p=p, W=W, zero=zero)
+    return N
+
+
+def pnorm_discs(ctx, grp: _Groups, label="norm"):
+    """The entries of every group at the zero vector (each a kink, as for abs)."""
+    zero = ctx.aux["zero"]
+    G, K = grp.ia.shape
+    rows = np.nonzero(zero)[0]
+    if not rows.size or not K:
+        return []
+    r = np.repeat(rows, K)
+    c = np.tile(np.arange(K), rows.size)
+    vals = np.full(r.size, Q0, dtype=object)      # the entries: all exactly 0
+    if grp.B is None:
+        return [Disc(label, grp.a_pos, grp.ia[r, c], None, None, np.full(r.size, Q0, dtype=object), vals, r)]
+    return [Disc(label, grp.a_pos, grp.ia[r, c], grp.b_pos, grp.ib[r, c], None, vals, r)]
+
+
+def pnorm_jvp(ctx, grp: _Groups, ta, tb):
+    from .smooth import times
+
+    if ta is None and (tb is None or grp.ib is None):
+        return None
+    td = grp.tangent(ta, tb)
+    return np.sum(times(ctx.aux["W"][None], td), axis=2)
+
+
+def pnorm_vjp(ctx, grp: _Groups, cot):
+    """Cotangents of the two operands (flat, (B, size)) of the differences: the transpose of
+    :func:`pnorm_jvp` (each output's cotangent times the gradient weights, added at every entry)."""
+    from ._util import zeros_like_cot
+    from .smooth import times
+
+    B = cot.shape[0]
+    G, K = grp.ia.shape
+    gd = times(ctx.aux["W"][None], cot.reshape(B, G)[:, :, None]).reshape(B, G * K)
+
+    def scatter(idx, size, neg):
+        g = zeros_like_cot((B, size), gd)
+        np.add.at(g, (slice(None), idx.ravel()), -gd if neg else gd)
+        return g
+
+    ga = scatter(grp.ia, grp.A.size, False)
+    gb = None if grp.B is None else scatter(grp.ib, grp.B.size, True)
+    return ga, gb
+
+
+def _reverse_smooth_only(ctx):
+    if not _smooth_p(ctx.aux["p"]):
+        from ..model import NoReverse
+
+        raise NoReverse(f"{ctx.op} with p in {{1, inf, -inf}} has no reverse-mode rule")
+
+
+def _no_balls(args, what):
+    from .._ball import any_ball
+
+    if any_ball(*args):
+        raise NotModelled(f"{what} with p in {{1, inf, -inf}} of enclosed (irrational) values")
+
+
 # ---------------------------------------------------------------- the ops
 
 def _vn_params(ctx, args, kwargs):
@@ -228,10 +466,36 @@ def _vn_params(ctx, args, kwargs):
     return x, _p_of(p), dim, bool(keep)
 
 
-@register("aten.linalg_vector_norm.default", "aten.norm.ScalarOpt_dim", "aten.norm.Scalar")
-class VectorNorm(Rule):
-    nonsmooth = True
+class _NormRule(Rule):
+    """Shared dispatch: p in {1, +-inf} exact (discriminants of signs and windows), finite p > 1
+    enclosed (smooth but at the zero vector, where every entry is a kink)."""
 
+    nonsmooth = True
+    balls = True
+    label = "max|.|"
+
+    def _fwd(self, ctx, grp, p, args):
+        ctx.aux["grp"] = grp
+        if _smooth_p(p):
+            return pnorm_forward(ctx, grp, p)
+        _no_balls(args, ctx.op)
+        return norm_forward(ctx, grp, p)
+
+    def discs(self, ctx, args, kwargs, out):
+        grp = ctx.aux["grp"]
+        if _smooth_p(ctx.aux["p"]):
+            return pnorm_discs(ctx, grp)
+        return norm_discs(ctx, grp, self.label if ctx.aux["p"] > 0 else "min|.|")
+
+    def _jvp(self, ctx, ta, tb):
+        grp = ctx.aux["grp"]
+        if _smooth_p(ctx.aux["p"]):
+            return pnorm_jvp(ctx, grp, ta, tb)
+        return norm_jvp(ctx, grp, ta, tb)
+
+
+@register("aten.linalg_vector_norm.default", "aten.norm.ScalarOpt_dim", "aten.norm.Scalar")
+class VectorNorm(_NormRule):
     def _grp(self, ctx, args, kwargs):
         x, p, dim, keep = _vn_params(ctx, args, kwargs)
         if x.ndim == 0:
@@ -244,21 +508,22 @@ class VectorNorm(Rule):
 
     def forward(self, ctx, args, kwargs):
         grp, p, shape, _ = self._grp(ctx, args, kwargs)
-        ctx.aux["grp"] = grp
-        return norm_forward(ctx, grp, p).reshape(shape)
-
-    def discs(self, ctx, args, kwargs, out):
-        return norm_discs(ctx, ctx.aux["grp"], "max|.|" if ctx.aux["p"] > 0 else "min|.|")
+        return self._fwd(ctx, grp, p, args).reshape(shape)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        r = norm_jvp(ctx, ctx.aux["grp"], targs[0], None)
+        r = self._jvp(ctx, targs[0], None)
         return None if r is None else r.reshape((r.shape[0],) + out.shape)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        _reverse_smooth_only(ctx)
+        ga, _ = pnorm_vjp(ctx, ctx.aux["grp"], cot)
+        return arg_grads(args, {0: ga.reshape((ga.shape[0],) + np.shape(args[0]))})
 
 
 @register("aten.dist.default")
-class Dist(Rule):
-    nonsmooth = True
-
+class Dist(_NormRule):
     def forward(self, ctx, args, kwargs):
         x, y = args[0], args[1]
         p = _p_of(args[2] if len(args) > 2 else kwargs.get("p", 2))
@@ -268,22 +533,26 @@ class Dist(Rule):
         n = int(np.prod(shape, dtype=np.int64))
         grp = _Groups(x, bcast_index(x.shape, shape).reshape(1, n), y, bcast_index(y.shape, shape).reshape(1, n),
                       0, 1)
-        ctx.aux["grp"] = grp
-        return norm_forward(ctx, grp, p).reshape(())
-
-    def discs(self, ctx, args, kwargs, out):
-        return norm_discs(ctx, ctx.aux["grp"], "max|.|")
+        return self._fwd(ctx, grp, p, args).reshape(())
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        r = norm_jvp(ctx, ctx.aux["grp"], targs[0], targs[1] if len(targs) > 1 else None)
+        r = self._jvp(ctx, targs[0], targs[1] if len(targs) > 1 else None)
         return None if r is None else r.reshape((r.shape[0],))
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        _reverse_smooth_only(ctx)
+        ga, gb = pnorm_vjp(ctx, ctx.aux["grp"], cot)
+        B = ga.shape[0]
+        return arg_grads(args, {0: ga.reshape((B,) + np.shape(args[0])), 1: gb.reshape((B,) + np.shape(args[1]))})
+
 
 
 @register("aten._cdist_forward.default")
-class CDist(Rule):
-    """out[..., i, j] = || x1[..., i, :] - x2[..., j, :] ||_p."""
-
-    nonsmooth = True
+class CDist(_NormRule):
+    """out[..., i, j] = || x1[..., i, :] - x2[..., j, :] ||_p (p is the third argument; the
+    fourth, compute_mode, only picks PyTorch's algorithm)."""
 
     def forward(self, ctx, args, kwargs):
         x1, x2 = args[0], args[1]
@@ -303,38 +572,39 @@ class CDist(Rule):
         ia = np.broadcast_to((b * P + i) * M + k, (Bt, P, R, M)).reshape(-1, M)
         ib = np.broadcast_to((b * R + j) * M + k, (Bt, P, R, M)).reshape(-1, M)
         grp = _Groups(x1, ia, x2, ib, 0, 1)
-        ctx.aux["grp"] = grp
-        return norm_forward(ctx, grp, p).reshape(batch + (P, R))
-
-    def discs(self, ctx, args, kwargs, out):
-        return norm_discs(ctx, ctx.aux["grp"], "max|.|")
+        return self._fwd(ctx, grp, p, args).reshape(batch + (P, R))
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        r = norm_jvp(ctx, ctx.aux["grp"], targs[0], targs[1] if len(targs) > 1 else None)
+        r = self._jvp(ctx, targs[0], targs[1] if len(targs) > 1 else None)
         return None if r is None else r.reshape((r.shape[0],) + out.shape)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        _reverse_smooth_only(ctx)
+        ga, gb = pnorm_vjp(ctx, ctx.aux["grp"], cot)
+        B = ga.shape[0]
+        return arg_grads(args, {0: ga.reshape((B,) + np.shape(args[0])), 1: gb.reshape((B,) + np.shape(args[1]))})
+
 
 
 @register("aten._pdist_forward.default")
-class PDist(Rule):
+class PDist(_NormRule):
     """out = [ || x[i] - x[j] ||_p for i < j ] (row-major)."""
-
-    nonsmooth = True
 
     def forward(self, ctx, args, kwargs):
         x = args[0]
         p = _p_of(args[1] if len(args) > 1 else kwargs.get("p", 2))
+        if p < 0:
+            raise NotModelled("pdist with p = -inf")
         N, M = x.shape
         pairs = [(i, j) for i in range(N) for j in range(i + 1, N)]
         if not pairs:
             raise NotModelled("pdist of fewer than two rows (empty output)")
-        ia = np.array([[i * M + k for k in range(M)] for i, _ in pairs], dtype=np.int64)
-        ib = np.array([[j * M + k for k in range(M)] for _, j in pairs], dtype=np.int64)
+        ia = np.array([[i * M + k for k in range(M)] for i, _ in pairs], dtype=np.int64).reshape(len(pairs), M)
+        ib = np.array([[j * M + k for k in range(M)] for _, j in pairs], dtype=np.int64).reshape(len(pairs), M)
         grp = _Groups(x, ia, x, ib, 0, 0)
-        ctx.aux["grp"] = grp
-        return norm_forward(ctx, grp, p)
-
-    def discs(self, ctx, args, kwargs, out):
-        return norm_discs(ctx, ctx.aux["grp"], "max|.|")
+        return self._fwd(ctx, grp, p, args)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         grp = ctx.aux["grp"]
@@ -343,6 +613,8 @@ class PDist(Rule):
         if t is None:
             return None
         a = ctx.aux
+        if _smooth_p(a["p"]):
+            return pnorm_jvp(ctx, grp, t, t)
         if a["p"] != 1.0 and grp.ia.shape[1] > 1:
             # the rows of |x_ik - x_jk| - |x_il - x_jl| are written on row i: exact only where row j is constant
             B, M = t.shape[0], grp.ia.shape[1]
@@ -359,6 +631,350 @@ class PDist(Rule):
         s_w = sgo[np.arange(G), a["winner"]]
         s_w = np.where(s_w == 0, 1, s_w)
         return np.asarray(td[:, np.arange(G), a["winner"]] * s_w[None], dtype=object)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+
+        _reverse_smooth_only(ctx)
+        ga, gb = pnorm_vjp(ctx, ctx.aux["grp"], cot)
+        return arg_grads(args, {0: (ga + gb).reshape((ga.shape[0],) + np.shape(args[0]))})
+
+
+@register("aten._euclidean_dist.default")
+class EuclideanDist(Rule):
+    """_euclidean_dist(x1, x2) (cdist with p = 2 by matrix products): PyTorch computes
+    ``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 1e-30))`` for every pair of rows; modelled as that function of
+    the exact values, ``sqrt(max(S, c))`` with ``S = ||a - b||^2`` and ``c`` = 1e-30 in the dtype.
+    Where S > c it is the 2-distance (smooth, enclosed); where S < c it is the constant sqrt(c)
+    (smooth: equal rows are no kink here). The case of each pair (the sign of S - c, a quadratic
+    function of the inputs) is recorded as a discriminant that depends on no argument, so that a
+    float evaluation taking the other case is seen; S = c exactly (a kink on a sphere, which a
+    discriminant row cannot write) is refused."""
+
+    nonsmooth = True
+    balls = True
+
+    def forward(self, ctx, args, kwargs):
+        from .._ball import is_ball, sign
+        from ._util import exact_scalar
+
+        x1, x2 = args[0], args[1]
+        if x1.shape[:-2] != x2.shape[:-2]:
+            raise NotModelled("_euclidean_dist with broadcast batch dimensions")
+        batch = x1.shape[:-2]
+        P, M = x1.shape[-2:]
+        R = x2.shape[-2]
+        a = x1.reshape((-1, P, 1, M))
+        b = x2.reshape((-1, 1, R, M))
+        d = a - b
+        S = np.sum(d * d, axis=-1).reshape(-1)
+        if not is_ball(S):
+            S = np.asarray(S, dtype=object)
+        c = exact_scalar(1e-30, ctx.dtype)
+        diff = S - c
+        s = sign(diff)
+        if (s == 0).any():
+            raise NotModelled("_euclidean_dist where a squared distance equals its clamp 1e-30 exactly (a kink on "
+                              "a sphere, which a discriminant row cannot write)")
+        above = s > 0
+        G = S.size
+        with _Prec():
+            import flint
+
+            Sa = _arbs(S)
+            ca = _arbs(np.asarray([c], dtype=object))[0]
+            vals, inv = [], []
+            for g in range(G):
+                if above[g]:
+                    r = Sa[g].sqrt()
+                    vals.append(r)
+                    inv.append(1 / r)
+                else:
+                    vals.append(ca.sqrt())
+                    inv.append(flint.arb(0))
+            V = _balls(vals, batch + (P, R))
+            I = _balls(inv, batch + (P, R))
+        ctx.aux.update(diff=diff, I=I, shape=(P, R, M))
+        return V
+
+    def discs(self, ctx, args, kwargs, out):
+        diff = ctx.aux["diff"]
+        return [Disc("clamp", None, None, None, None, np.zeros(diff.size, dtype=object), diff, np.arange(diff.size))]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        from .smooth import times
+
+        x1, x2 = args[0], args[1]
+        t1 = targs[0] if len(targs) > 0 else None
+        t2 = targs[1] if len(targs) > 1 else None
+        if t1 is None and t2 is None:
+            return None
+        P, R, M = ctx.aux["shape"]
+        d = x1.reshape((-1, P, 1, M)) - x2.reshape((-1, 1, R, M))
+        W = times(ctx.aux["I"].reshape((1, -1, P, R, 1)), d[None])      # (1, Bt, P, R, M)
+        res = None
+        if t1 is not None:
+            B = t1.shape[0]
+            r = np.sum(times(W, t1.reshape((B, -1, P, 1, M))), axis=-1)
+            res = r
+        if t2 is not None:
+            B = t2.shape[0]
+            r = np.sum(times(W, t2.reshape((B, -1, 1, R, M))), axis=-1)
+            res = -r if res is None else res - r
+        return res.reshape((res.shape[0],) + out.shape)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+        from .smooth import times
+
+        x1, x2 = args[0], args[1]
+        P, R, M = ctx.aux["shape"]
+        d = x1.reshape((-1, P, 1, M)) - x2.reshape((-1, 1, R, M))
+        W = times(ctx.aux["I"].reshape((1, -1, P, R, 1)), d[None])      # (1, Bt, P, R, M)
+        B = cot.shape[0]
+        gw = times(W, cot.reshape((B, -1, P, R, 1)))                     # (B, Bt, P, R, M)
+        g1 = np.sum(gw, axis=3).reshape((B,) + np.shape(x1))
+        g2 = -np.sum(gw, axis=2).reshape((B,) + np.shape(x2))
+        return arg_grads(args, {0: g1, 1: g2})
+
+
+# ---------------------------------------------------------------- std, renorm (enclosed, built on the p-norm)
+
+def _red_dims(dim, ndim):
+    if not ndim:
+        return []
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+        return list(range(ndim))
+    return [dim] if isinstance(dim, int) else list(dim)
+
+
+def _scatter_ball(vals, fidx, shape):
+    """A (G, K) Ball laid out by the flat indices ``fidx`` back into an array of ``shape``."""
+    from .._ball import ball
+
+    mid = np.zeros(int(np.prod(shape, dtype=np.int64)))
+    rad = np.zeros_like(mid)
+    mid[fidx.ravel()] = vals.mid.ravel()
+    rad[fidx.ravel()] = vals.rad.ravel()
+    return ball(mid.reshape(shape), rad.reshape(shape))
+
+
+@register("aten.std.correction", "aten.std_mean.correction")
+class Std(Rule):
+    """std(x, dim, correction, keepdim) = sqrt(sum((x - mean)^2) / (n - correction)), enclosed;
+    std_mean adds the (exact) mean.
+
+    std = ||x - mean||_2 / sqrt(n - correction): where the slice is not constant (var > 0) it is
+    smooth, with derivative (x_k - mean) / ((n - correction) std). A constant slice is the zero
+    vector of that norm: a tie, whose discriminants are ``x_k - x_0`` for every other entry of the
+    slice (their common zero set is the constant slices), with value 0 and stratum derivative 0
+    (std is 0 on it). PyTorch's gradient there is 0 (it masks the 0/0)."""
+
+    nonsmooth = True
+    balls = True
+
+    def _setup(self, ctx, args, kwargs):
+        from .._ball import is_ball
+
+        x = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        corr = kwargs.get("correction")
+        corr = 1 if corr is None else corr
+        keep = bool(kwargs.get("keepdim", False))
+        dims = _red_dims(dim, x.ndim)
+        fidx, kept, dd = _reduce_layout(x, dims)
+        G, K = fidx.shape
+        den = q(K) - q(corr)
+        if den <= 0:
+            raise NotModelled(f"std with {K} elements and correction {corr} (a division by {den}: inf or NaN)")
+        shape = tuple(1 if d in dd else s for d, s in enumerate(x.shape)) if keep else kept
+        xf = x.ravel() if x.ndim else x.reshape(1)
+        v = xf[fidx] if is_ball(x) else np.asarray(xf, dtype=object)[fidx]
+        return v, fidx, shape, K, den
+
+    def forward(self, ctx, args, kwargs):
+        import flint
+
+        from .._ball import is_ball
+
+        v, fidx, shape, K, den = self._setup(ctx, args, kwargs)
+        G = v.shape[0]
+        ball_in = is_ball(v)
+        if K:
+            tot = np.sum(v, axis=1, keepdims=True)
+            mean = tot / K if ball_in else np.asarray(tot, dtype=object) * (q(1) / K)
+        else:   # pragma: no cover - refused above (den <= 0)
+            mean = np.zeros((G, 1), dtype=object)
+        dev = v - mean
+        diffs = v[:, 1:] - v[:, :1]
+        const = _zero_groups(diffs)        # every entry equal to the first: var = 0 exactly
+        ss = np.sum(dev * dev, axis=1)
+        with _Prec():
+            arbs = _arbs(ss)
+            dq = flint.arb(flint.fmpz(int(den.p))) / flint.arb(flint.fmpz(int(den.q)))
+            sds, inv = [], []
+            for g in range(G):
+                if const[g]:
+                    sds.append(flint.arb(0))
+                    inv.append(flint.arb(0))
+                    continue
+                var = arbs[g] / dq
+                if not var > 0:
+                    from .._ball import Undecided
+
+                    raise Undecided("a standard deviation whose enclosure contains 0 (a constant slice?)")
+                sd = var.sqrt()
+                sds.append(sd)
+                inv.append(1 / (dq * sd))
+            sd_b = _balls(sds, (G,))
+            inv_b = _balls(inv, (G, 1))
+        ctx.aux.update(C=dev * inv_b, const=const, fidx=fidx, K=K, shape=shape)
+        std = sd_b.reshape(shape)
+        if ctx.op.startswith("aten.std_mean"):
+            m = mean.reshape(shape)
+            return std, (m if ball_in else np.asarray(m, dtype=object))
+        return std
+
+    def discs(self, ctx, args, kwargs, out):
+        const, fidx = ctx.aux["const"], ctx.aux["fidx"]
+        G, K = fidx.shape
+        rows = np.nonzero(const)[0]
+        if not rows.size or K < 2:
+            return []
+        r = np.repeat(rows, K - 1)
+        c = np.tile(np.arange(1, K), rows.size)
+        vals = np.full(r.size, Q0, dtype=object)    # x_k - x_0 = 0 on a constant slice
+        return [Disc("std", 0, fidx[r, c], 0, fidx[r, np.zeros_like(c)], None, vals, r)]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        from .smooth import times
+
+        t = targs[0]
+        if t is None:
+            return (None, None) if ctx.op.startswith("aten.std_mean") else None
+        a = ctx.aux
+        fidx, K, shape = a["fidx"], a["K"], a["shape"]
+        B = t.shape[0]
+        G = fidx.shape[0]
+        td = t.reshape(B, -1)[:, fidx.ravel()].reshape(B, G, K)
+        ts = np.sum(times(a["C"][None], td), axis=2).reshape((B,) + shape)
+        if ctx.op.startswith("aten.std_mean"):
+            tm = np.sum(td, axis=2) * (q(1) / K)
+            return ts, tm.reshape((B,) + shape)
+        return ts
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads, zeros_like_cot
+        from .smooth import times
+
+        a = ctx.aux
+        fidx, K = a["fidx"], a["K"]
+        gs, gm = (tuple(cot) + (None,))[:2] if isinstance(cot, tuple) else (cot, None)
+        G = fidx.shape[0]
+        parts = []
+        if gs is not None:
+            parts.append(times(a["C"][None], gs.reshape(gs.shape[0], G)[:, :, None]))
+        if gm is not None:
+            B = gm.shape[0]
+            parts.append(np.broadcast_to((gm.reshape(B, G) * (q(1) / K))[:, :, None], (B, G, K)))
+        if not parts:
+            return arg_grads(args, {})
+        gl = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        B = gl.shape[0]
+        g = zeros_like_cot((B, max(int(np.size(args[0])), 1)), gl)
+        np.add.at(g, (slice(None), fidx.ravel()), gl.reshape(B, -1))
+        return arg_grads(args, {0: g.reshape((B,) + np.shape(args[0]))})
+
+
+_RENORM_EPS = 1e-7     # the double PyTorch's kernel adds: factor = maxnorm / (norm + 1e-7)
+
+
+@register("aten.renorm.default")
+class Renorm(Rule):
+    """renorm(x, p, dim, maxnorm): every slice ``x.select(dim, i)`` whose p-norm exceeds maxnorm is
+    scaled by ``maxnorm / (norm + 1e-7)``, the others are kept. The factor jumps where the norm
+    equals maxnorm (1 against maxnorm / (maxnorm + 1e-7)): that tie is outside the theory. Elsewhere
+    the op is smooth (a scaled slice has a norm > maxnorm >= 0, away from the norm's kink); the case
+    of each slice (the sign of norm - maxnorm, enclosed) is recorded as a discriminant that depends
+    on no argument, so that a float evaluation taking the other case is seen. Finite p > 1 only."""
+
+    nonsmooth = True
+    balls = True
+
+    def _setup(self, ctx, args, kwargs):
+        from ._util import exact_scalar
+
+        x = args[0]
+        p = args[1] if len(args) > 1 else kwargs["p"]
+        dim = args[2] if len(args) > 2 else kwargs["dim"]
+        mx = args[3] if len(args) > 3 else kwargs["maxnorm"]
+        p = _p_of(p)
+        if not _smooth_p(p):
+            raise NotModelled(f"renorm with p = {p:g} (only finite p > 1 is modelled: the 1- and inf-norms have kinks "
+                              "inside the scaled region)")
+        if x.ndim == 0:
+            raise NotModelled("renorm of a 0-d tensor")
+        mxq = exact_scalar(mx, ctx.dtype)
+        if mxq < 0:
+            raise NotModelled("renorm with maxnorm < 0")
+        dim = dim % x.ndim
+        other = [d for d in range(x.ndim) if d != dim]
+        fidx, _, _ = _reduce_layout(x, other) if other else (np.arange(x.size, dtype=np.int64).reshape(-1, 1), None, None)
+        bshape = tuple(x.shape[d] if d == dim else 1 for d in range(x.ndim))
+        return x, p, dim, mxq, fidx, bshape, tuple(d for d in other)
+
+    def forward(self, ctx, args, kwargs):
+        from .._ball import ball, sign
+
+        x, p, dim, mxq, fidx, bshape, other = self._setup(ctx, args, kwargs)
+        grp = _Groups(x, fidx)
+        N, W, zero = pnorm_values(grp.d, p)
+        diff = N - mxq
+        s = sign(diff)
+        if mxq == 0:
+            # maxnorm = 0: every nonzero slice is scaled to 0, and a zero slice is 0 either way: y = 0
+            # near a zero slice (continuous, derivative 0), so its tie is no jump
+            s = np.where(zero, 1, s).astype(np.int8)
+        if (s == 0).any():
+            raise NotLipschitz("renorm where a slice's norm equals maxnorm: the factor jumps from 1 to "
+                               "maxnorm / (maxnorm + 1e-7) there")
+        above = s > 0
+        G = fidx.shape[0]
+        Ne = N + q(_RENORM_EPS)
+        one = ball(np.ones(G))
+        F = np.where(above, mxq / Ne, one)
+        C = np.where(above, -(mxq / (Ne * Ne)), ball(np.zeros(G)))
+        Wf = _scatter_ball(W, fidx, x.shape)
+        Fb = F.reshape(bshape)
+        ctx.aux.update(F=Fb, XC=x * C.reshape(bshape), W=Wf, other=other, diff=diff)
+        return x * Fb
+
+    def discs(self, ctx, args, kwargs, out):
+        diff = ctx.aux["diff"]
+        G = diff.shape[0]
+        return [Disc("renorm", None, None, None, None, np.zeros(G, dtype=object), diff, np.arange(G))]
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        from .smooth import times
+
+        t = targs[0]
+        if t is None:
+            return None
+        a = ctx.aux
+        axes = tuple(d + 1 for d in a["other"])
+        ts = times(a["W"][None], t)
+        tsum = np.sum(ts, axis=axes, keepdims=True) if axes else ts
+        return times(a["F"][None], t) + times(a["XC"][None], tsum)
+
+    def vjp(self, ctx, args, kwargs, out, cot):
+        from ._util import arg_grads
+        from .smooth import times
+
+        a = ctx.aux
+        axes = tuple(d + 1 for d in a["other"])
+        gs = times(a["XC"][None], cot)
+        gsum = np.sum(gs, axis=axes, keepdims=True) if axes else gs
+        return arg_grads(args, {0: times(a["F"][None], cot) + times(a["W"][None], gsum)})
 
 
 # ---------------------------------------------------------------- normalisation layers (enclosures)
@@ -471,7 +1087,6 @@ class LayerNorm(Rule):
         x = args[0]
         w = args[2] if len(args) > 2 else None
         by = {}
-        axes1 = tuple(a + 1 for a in nrm.axes)
         lead = tuple(range(1, 1 + x.ndim - len(nrm.axes)))
         gx = None
         if g is not None:

@@ -746,7 +746,18 @@ def _expand_cot(cot, reduction, shape):
 
 
 def _fin(v):
-    return exactify(v) if is_ball(v) else np.asarray(v, dtype=object)
+    """A Ball with every radius 0 as exact rationals; a plain array as objects; other kinds
+    (fixed point, residues, structural flags, verified floats) unchanged (an Fx as objects
+    would lose its scale 2**-e)."""
+    if is_ball(v):
+        return exactify(v)
+    if type(v) is np.ndarray and v.dtype != object:
+        from .._exact import as_exact, from_floats
+
+        return from_floats(v) if np.issubdtype(v.dtype, np.floating) else as_exact(v)
+    if isinstance(v, np.ndarray) or not hasattr(v, "shape"):
+        return v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object)
+    return v
 
 
 class _BCEBase(Rule):

@@ -88,6 +88,88 @@ def _no_derivative(tr: Trace, e: Exception) -> None:
                              "gradient to check") from None
 
 
+_DIFFERENTIATED: dict = {}     # ATen op -> per output, whether autograd gives it a gradient (probed once)
+_CONSTANT_BY_DESIGN = ("aten.detach.", "aten.detach_.", "aten.lift_fresh")   # a stop-gradient on purpose
+
+
+def check_differentiated(tr: Trace, live: set) -> None:
+    """Raise :class:`~mtcheck.errors.UnsupportedOpError` for the first op of the program that
+    PyTorch does not differentiate although its float output depends on the differentiated
+    inputs: autograd treats such an output as a constant (``special.bessel_j0``,
+    ``special.airy_ai``, ...), so the gradient through it is silently 0 and there is no
+    framework gradient to compare. Each op is probed once per process: it is called again on
+    its recorded arguments, the input-dependent ones requiring grad."""
+    import torch.utils._pytree as pytree
+
+    from .trace import _SHAPE_ONLY, Ref
+
+    def recorded(ref):
+        if ref.kind == "in":
+            return tr.inputs[ref.index]
+        if ref.kind == "const":
+            return tr.consts[ref.index]
+        rec = tr.nodes[ref.index].recorded
+        return rec[ref.out] if isinstance(rec, tuple) else rec
+
+    # the values the program's outputs are computed from (an unused output, as layer norm's
+    # mean and rstd in F.layer_norm, does not matter)
+    needed = {r for r in tr.outputs if isinstance(r, Ref)}
+    for node in reversed(tr.nodes):
+        rec = node.recorded if isinstance(node.recorded, tuple) else (node.recorded,)
+        if any(Ref("node", node.index, j) in needed for j in range(len(rec))):
+            needed.update(v for v in pytree.tree_leaves((node.args, node.kwargs), is_leaf=lambda v: isinstance(v, Ref))
+                          if isinstance(v, Ref))
+    for node in tr.nodes:
+        if not node.grad_enabled or node.op in _SHAPE_ONLY or node.op.startswith(_CONSTANT_BY_DESIGN):
+            continue
+        rec = node.recorded if isinstance(node.recorded, tuple) else (node.recorded,)
+        outs = [j for j, t in enumerate(rec) if isinstance(t, torch.Tensor) and t.is_floating_point()
+                and Ref("node", node.index, j) in live and Ref("node", node.index, j) in needed]
+        if not outs:
+            continue
+        known = _DIFFERENTIATED.get(node.op)
+        if known is not None:
+            bad = [j for j in outs if j < len(known) and not known[j]]
+            if bad:
+                _refuse(node, bad[0], len(rec))
+            continue
+        grads = []
+
+        def arg(v):
+            if not isinstance(v, Ref):
+                return v
+            t = recorded(v).detach().clone()
+            if v in live and t.is_floating_point():
+                t.requires_grad_()
+                grads.append(t)
+            return t
+
+        try:
+            args = pytree.tree_map(arg, node.args, is_leaf=lambda v: isinstance(v, Ref))
+            kwargs = pytree.tree_map(arg, node.kwargs, is_leaf=lambda v: isinstance(v, Ref))
+            if not grads:
+                continue
+            with torch.enable_grad():
+                out = node.func(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - an op that cannot be replayed alone (in place on a leaf): not probed
+            continue
+        res = out if isinstance(out, (tuple, list)) else (out,)
+        diff = [not (isinstance(o, torch.Tensor) and o.is_floating_point()) or o.requires_grad for o in res]
+        _DIFFERENTIATED[node.op] = diff
+        bad = [j for j in outs if j < len(diff) and not diff[j]]
+        if bad:
+            _refuse(node, bad[0], len(rec))
+
+
+def _refuse(node, j, nout):
+    from .errors import UnsupportedOpError
+
+    what = "its output" if nout == 1 else f"its output {j}"
+    raise UnsupportedOpError(node.op, node.where,
+                             f"PyTorch has no derivative for it ({what} is a constant to autograd, so the gradient "
+                             "through it is silently 0), so there is no framework gradient to check")
+
+
 def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:
     """Row i = vjp with cotangent e_i: the framework Jacobian J_fw (m, n), float64 (exact copy of the dtype)."""
     m = sum(o.numel() for o in _float_outputs(tr))

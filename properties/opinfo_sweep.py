@@ -49,7 +49,7 @@ MAX_NUMEL = 128         # float elements of one sample (inputs); larger ones onl
 MAX_NUMEL_LARGE = 1280  # ... and never more than this
 MAX_OUT_NUMEL = 1024    # float elements of the output (one reverse pass per element, batched)
 MAX_SAMPLES_TRIED = 6   # samples tried per op until ``samples`` of them give the op an input it accepts
-SAMPLES_SCANNED = 12    # samples generated per op (the small ones among them are used)
+SAMPLES_SCANNED = 48    # samples generated per op (the small ones among them are used, varied options first)
 
 # kinks of ops whose kink is not at 0 and not a difference of two arguments
 KINKS = {
@@ -98,12 +98,11 @@ def move(strategy: str, tensors: list, kinks=()) -> list:
     pairs of entries made equal; zeros: every other entry 0; kinks: every other entry set
     to one of the op's kinks (its scalar arguments, known kinks, 0); equal_rows: every row
     (index along dim 0) equal to the first, and every later tensor of the first one's
-    shape equal to the first (equal operands); fine (only when every other strategy gives an
-    input the op rejects, such as a singular matrix): a grid of 1/16, ties or not; positive (only
-    when ``fine`` is rejected too, as by an op defined for positive numbers only): the ``grid``
-    values made positive, ``|g| + 1``, so values still repeat; raw (only when every check of the
-    sample ends outside the theory, as a step function at its jumps: floor on an integer grid):
-    the sample as PyTorch's tests draw it, off the jumps, where the op is locally Lipschitz.
+    shape equal to the first (equal operands). When none of these gives a verdict (the op rejects
+    the input, as a singular matrix, or mtcheck refuses it there, as a logarithm of 0 or a step
+    function on its jumps), in turn: fine, a grid of 1/16, ties or not; positive, the ``grid``
+    values made positive, ``|g| + 1``, so values still repeat; raw, the sample as PyTorch's tests
+    draw it, where the op is generic.
     """
     import torch
 
@@ -353,6 +352,26 @@ def _samples(op, rng_seed=0):
     return out
 
 
+def _varied(cand):
+    """The samples in an order that takes each distinct set of non-tensor arguments (a norm's p,
+    a reduction mode) in turn, in the database's order within each: an op whose first samples
+    all use one option (cdist: sixteen with p = 0) is checked with its other options too."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    groups: dict = {}
+    for i, s in cand:
+        leaves = pytree.tree_leaves((s.args, s.kwargs))
+        key = repr([v for v in leaves if not isinstance(v, torch.Tensor)])
+        groups.setdefault(key, []).append((i, s))
+    out, lists = [], list(groups.values())
+    while any(lists):
+        for g in lists:
+            if g:
+                out.append(g.pop(0))
+    return out
+
+
 def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0, clarke: bool = True) -> dict:
     """Every check of one op, within ``budget`` seconds (wall clock)."""
     import torch
@@ -384,7 +403,7 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
             return row
         bounds = []
         large = []
-        for i, s in cand:
+        for i, s in _varied(cand):
             b = bind(op, s)
             if b is None:
                 continue
@@ -417,23 +436,17 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
                     rec = check_one(b, st)
                     rec["sample"] = i
                     row["checks"].append(rec)
-                for st in ("fine", "positive"):
-                    if not all(c["outcome"] == "invalid" for c in row["checks"] if c["sample"] == i):
+                for st in ("fine", "positive", "raw"):
+                    if any(c["outcome"] == "verdict" for c in row["checks"] if c["sample"] == i):
                         break
-                    # every tie strategy gave the op an input it rejects (a singular matrix, a zero
-                    # divisor, a logarithm of 0): the sample on a fine grid instead, ties or not,
-                    # then with positive values
+                    # no tie strategy gave a verdict: the op rejects the input (a singular matrix, a
+                    # zero divisor), or mtcheck refuses it there (a logarithm of 0, a step function on
+                    # its jumps): the sample on a fine grid, then with positive values, then as drawn
                     rec = check_one(b, st)
                     rec["sample"] = i
                     row["checks"].append(rec)
-                mine = [c for c in row["checks"] if c["sample"] == i]
-                if any(c["outcome"] == "outside" for c in mine) and not any(c["outcome"] == "verdict" for c in mine):
-                    # on the jumps of a step function at every tie: the sample off them
-                    rec = check_one(b, "raw")
-                    rec["sample"] = i
-                    row["checks"].append(rec)
-                if any(c["outcome"] != "invalid" for c in row["checks"] if c["sample"] == i):
-                    used += 1      # a sample the op accepts; one it rejects throughout makes room for the next
+                if any(c["outcome"] == "verdict" for c in row["checks"] if c["sample"] == i):
+                    used += 1      # a sample with a verdict; one without makes room for the next
         except _Timeout:
             row["checks"].append({"sample": i, "strategy": st, "shapes": b.shapes, "outcome": "timeout",
                                   "why": f"the op's budget of {budget:g} s ran out"})

@@ -12,14 +12,14 @@ f64 = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
 
 def test_op_without_exact_model_names_the_op_and_the_line():
     def prog(x):
-        return torch.sin(x).sum()  # the line the error must name
+        return torch.special.zeta(x, 2.0).sum()  # the line the error must name
 
     with pytest.raises(mtcheck.UnsupportedOpError) as err:
-        mtcheck.check(prog, f64(0.0, 1.0))
+        mtcheck.check(prog, f64(2.0, 3.0))
     msg = str(err.value)
-    assert "aten.sin.default" in msg
+    assert "aten.special_zeta" in msg
     assert "test_bad_input.py:" in msg and "in prog" in msg
-    assert err.value.op == "aten.sin.default"
+    assert err.value.op.startswith("aten.special_zeta")
 
 
 @pytest.mark.parametrize("op,x", [(torch.floor, 1.0), (torch.round, 0.5), (torch.sign, 0.0), (torch.ceil, -2.0)])
@@ -129,3 +129,25 @@ def test_in_place_relu_on_a_fresh_tensor_is_fine():
     zoo.dyadic_(m)
     rep = mtcheck.check(m, f64(0.0, 0.0))
     assert rep.verdict.passed
+
+
+def test_op_pytorch_does_not_differentiate_is_named():
+    """special.bessel_j0's output does not require grad: autograd's gradient through it is
+    silently 0. mtcheck names the op instead of comparing against that 0."""
+    def prog(x):
+        return torch.special.bessel_j0(x * 2).sum() + x.sum()
+
+    with pytest.raises(mtcheck.UnsupportedOpError) as err:
+        mtcheck.check(prog, f64(0.5, 1.5))
+    assert err.value.op == "aten.special_bessel_j0.default"
+    assert "silently 0" in str(err.value) and "test_bad_input.py:" in str(err.value)
+
+
+def test_an_output_pytorch_does_not_differentiate_matters_only_when_used():
+    """native_layer_norm's mean and rstd are constants to autograd: a program returning them is
+    refused (naming the output), one that ignores them (F.layer_norm) is checked."""
+    x = torch.tensor([[0.5, -1.0, 2.0], [1.0, 1.0, 3.0]], dtype=torch.float64)
+    with pytest.raises(mtcheck.UnsupportedOpError, match="output 1 is a constant to autograd"):
+        mtcheck.check(lambda x: torch.native_layer_norm(x, [3], None, None, 1e-5)[1], x)
+    rep = mtcheck.check(lambda x: torch.nn.functional.layer_norm(x, [3]), x)
+    assert rep.verdict is Verdict.SMOOTH_OK

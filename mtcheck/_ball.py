@@ -240,6 +240,8 @@ def _mul(a, b):
     am, ar = _parts(a)
     bm, br = _parts(b)
     z = am * bm
+    if np.size(z) >= 65536:
+        return _mul_large(am, ar, bm, br, z)
     aam, abm = np.abs(am), np.abs(bm)
     prop = aam * br + ar * abm + ar * br
     # the rounding error of the product of two floats: zero when it is exact (checked by FMA-free
@@ -249,6 +251,29 @@ def _mul(a, b):
     exact_pow2 = _pow2(am) | _pow2(bm)
     rnd = np.where(exact_pow2 & (np.abs(z) >= 2.0 ** -1021), 0.0, rnd)
     return _wrap(z, np.where((np.asarray(prop) > 0) | (np.asarray(rnd) > 0), up(prop + rnd), 0.0))
+
+
+def _mul_large(am, ar, bm, br, z):
+    """:func:`_mul` for large arrays, with the same bounds and fewer passes: the exactness of a
+    product (an operand 0 or +-2**k) is looked at only where the propagated radius is 0, since
+    elsewhere the radius is positive anyway and ``u|z|`` bounds the rounding."""
+    absz = np.abs(z)
+    prop = 0.0
+    if np.any(br):
+        prop = prop + np.abs(am) * br
+    if np.any(ar):
+        prop = prop + ar * (np.abs(bm) + br)
+    rad = np.where(np.asarray(prop) > 0, up(prop + U * absz + ETA), 0.0) if np.ndim(prop) else \
+        np.zeros(np.shape(z)) if prop == 0 else up(prop + U * absz + ETA)
+    rad = np.broadcast_to(rad, np.shape(z)).copy()
+    shape = np.shape(z)
+    need = (rad == 0) & (np.broadcast_to(am, shape) != 0) & (np.broadcast_to(bm, shape) != 0)
+    if need.any():
+        idx = np.nonzero(need)
+        ma, mb, zz = np.broadcast_to(am, shape)[idx], np.broadcast_to(bm, shape)[idx], absz[idx]
+        exact = (_pow2(ma) | _pow2(mb)) & (zz >= 2.0 ** -1021)
+        rad[idx] = np.where(exact, 0.0, up(U * zz + ETA))
+    return _wrap(z, rad)
 
 
 def _pow2(m):

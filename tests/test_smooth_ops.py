@@ -333,3 +333,25 @@ def test_ball_matmul_skips_zero_rows_and_add_fast_paths_stay_rigorous():
         assert abs(Fraction(s.mid[i]) - exact) <= Fraction(s.rad[i]) - Fraction(1e-15) - Fraction(1e-13)
     z = ball(np.zeros(5000))
     assert ((z + y).mid == y.mid).all() and ((y - z).rad == y.rad).all() and ((z - y).mid == -y.mid).all()
+
+
+def test_large_ball_products_are_enclosed_and_exact_where_they_were():
+    """_mul on large arrays (its fast path) keeps exact products exact (a factor 0 or 2**k) and
+    encloses the others, as the small-array path does."""
+    from fractions import Fraction
+
+    from mtcheck._ball import _mul, ball
+
+    rng = np.random.default_rng(1)
+    n = 70000
+    am = rng.standard_normal(n)
+    am[::3] = 0.0
+    bm = np.where(rng.random(n) < 0.5, 0.25, rng.standard_normal(n))
+    ar = np.where(rng.random(n) < 0.5, 0.0, 1e-14)
+    a, b = ball(am, ar), ball(bm)
+    big, small = _mul(a, b), _mul(a[:1000], b[:1000])
+    exact = (ar == 0) & ((am == 0) | (bm == 0.25))
+    assert (big.rad[exact] == 0).all() and (small.rad[exact[:1000]] == 0).all()
+    for i in range(0, n, 6007):
+        t = Fraction(am[i]) * Fraction(bm[i])
+        assert abs(Fraction(big.mid[i]) - t) + abs(Fraction(bm[i])) * Fraction(ar[i]) <= Fraction(big.rad[i])

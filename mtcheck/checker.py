@@ -153,7 +153,8 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
 
     # --- the framework
     t2 = time.perf_counter()
-    framework.check_differentiated(tr, model.live_refs(wrt))
+    for note in framework.not_differentiated(tr, model.live_refs(wrt)):
+        rep.notes.append(note)
     J_fw = framework.reverse_jacobian(tr, wrt)
     rep.framework_jacobian = J_fw
     rep.stratum_jacobian = certify.QMat.of(J_S).floats()

@@ -92,13 +92,15 @@ _DIFFERENTIATED: dict = {}     # ATen op -> per output, whether autograd gives i
 _CONSTANT_BY_DESIGN = ("aten.detach.", "aten.detach_.", "aten.lift_fresh")   # a stop-gradient on purpose
 
 
-def check_differentiated(tr: Trace, live: set) -> None:
-    """Raise :class:`~mtcheck.errors.UnsupportedOpError` for the first op of the program that
-    PyTorch does not differentiate although its float output depends on the differentiated
-    inputs: autograd treats such an output as a constant (``special.bessel_j0``,
-    ``special.airy_ai``, ...), so the gradient through it is silently 0 and there is no
-    framework gradient to compare. Each op is probed once per process: it is called again on
-    its recorded arguments, the input-dependent ones requiring grad."""
+def not_differentiated(tr: Trace, live: set) -> list:
+    """The ops of the program that PyTorch does not differentiate although an output of theirs
+    that the program uses depends on the differentiated inputs, as notes: autograd treats such
+    an output as a constant (``special.bessel_j0``, ``native_layer_norm``'s mean and rstd), so
+    the gradient through it is silently 0. mtcheck judges the function the program computes
+    (as with ``detach()``), so the gradient then differs from the true one; the note says why.
+    Each op is probed once per process: it is called again on its recorded arguments, the
+    input-dependent ones requiring grad."""
+    notes = []
     import torch.utils._pytree as pytree
 
     from .trace import _SHAPE_ONLY, Ref
@@ -131,7 +133,7 @@ def check_differentiated(tr: Trace, live: set) -> None:
         if known is not None:
             bad = [j for j in outs if j < len(known) and not known[j]]
             if bad:
-                _refuse(node, bad[0], len(rec))
+                notes.append(_note(node, bad[0], len(rec)))
             continue
         grads = []
 
@@ -158,16 +160,17 @@ def check_differentiated(tr: Trace, live: set) -> None:
         _DIFFERENTIATED[node.op] = diff
         bad = [j for j in outs if j < len(diff) and not diff[j]]
         if bad:
-            _refuse(node, bad[0], len(rec))
+            notes.append(_note(node, bad[0], len(rec)))
+    return notes
 
 
-def _refuse(node, j, nout):
-    from .errors import UnsupportedOpError
+NOT_DIFFERENTIATED = "PyTorch does not differentiate"
 
+
+def _note(node, j, nout) -> str:
     what = "its output" if nout == 1 else f"its output {j}"
-    raise UnsupportedOpError(node.op, node.where,
-                             f"PyTorch has no derivative for it ({what} is a constant to autograd, so the gradient "
-                             "through it is silently 0), so there is no framework gradient to check")
+    return (f"{NOT_DIFFERENTIATED} {node.op} at {node.where}: {what} is a constant to autograd, so the framework's "
+            "gradient through it is 0")
 
 
 def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:

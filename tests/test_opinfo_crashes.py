@@ -118,3 +118,14 @@ def test_empty_output_is_a_documented_error():
     for f in (lambda a: torch.mm(a, torch.empty(3, 0, dtype=D)), lambda a: a.repeat(0, 1)):
         with pytest.raises(mtcheck.CheckInputError, match="output is empty"):
             mtcheck.check(f, v(1, 2, 0, 1, 1, 1, shape=(2, 3)))
+
+
+def test_nanmean_of_a_zero_dim_tensor_along_dim_0():
+    """A reduction over dim 0 of a 0-d tensor (PyTorch allows it) crashed in the integer count
+    of nanmean with numpy's AxisError."""
+    import torch
+
+    import mtcheck
+
+    rep = mtcheck.check(lambda x: torch.nanmean(x, dim=0), torch.tensor(1.5, dtype=torch.float64))
+    assert rep.verdict is mtcheck.Verdict.SMOOTH_OK

@@ -108,3 +108,16 @@ def test_mutant_inside_a_default_init_float32_model():
 
     assert mtcheck.check(good, x).verdict.passed
     assert mtcheck.check(bad, x).verdict is Verdict.SMOOTH_WRONG
+
+
+def test_float_to_int_conversions_off_their_jumps():
+    """x.int(), x.bool(): locally constant off the nonzero integers (0 for bool); on a jump,
+    outside the theory; the float part of the program is checked."""
+    x = torch.tensor([0.5, -1.25, 2.75], dtype=F64)
+    rep = mtcheck.check(lambda x: x * x.long().to(F64), x)
+    assert rep.verdict is Verdict.SMOOTH_OK
+    assert mtcheck.check(lambda x: x * x.bool().to(F64), x).verdict is Verdict.SMOOTH_OK
+    with pytest.raises(OutsideTheoryError, match="nonzero integer"):
+        mtcheck.check(lambda x: x * x.int().to(F64), torch.tensor([0.5, 2.0], dtype=F64))
+    with pytest.raises(OutsideTheoryError, match="jumps at 0"):
+        mtcheck.check(lambda x: x * x.bool().to(F64), torch.tensor([0.5, 0.0], dtype=F64))

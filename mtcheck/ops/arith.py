@@ -204,6 +204,8 @@ class Div(_Binary):
 
 
 def _dims(dim, ndim):
+    if ndim == 0:
+        return ()          # a 0-d tensor: dim 0 (or -1) names the tensor itself, nothing is reduced
     if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
         return tuple(range(ndim))
     if isinstance(dim, int):
@@ -289,6 +291,33 @@ class CumSum(Rule):
         return arg_grads(args, {0: np.flip(np.cumsum(np.flip(cot, axis=ax), axis=ax), axis=ax)})
 
 
+def _float_to_int(ctx, x):
+    """A float -> integer or bool conversion: a step function (truncation toward 0; x != 0),
+    locally constant away from its jumps (the nonzero integers; 0 for bool), where the integer
+    result has no derivative to check. On a jump it is outside the theory."""
+    import math
+
+    import torch
+
+    from .._ball import Ball
+
+    if isinstance(x, Ball):
+        raise NotModelled("a float-to-integer conversion of an enclosed value")
+    flat = x.ravel().tolist()
+    if ctx.dtype == torch.bool:
+        if any(v == 0 for v in flat):
+            raise NotLipschitz("a float-to-bool conversion jumps at 0 and the input sits on it (a step function)")
+        return np.ones(x.shape, dtype=bool)
+    if any(v != 0 and v == math.floor(v) for v in flat):
+        raise NotLipschitz("a float-to-integer conversion truncates: it jumps at every nonzero integer and the "
+                           "input sits on one (a step function)")
+    vals = [int(math.floor(v)) if v >= 0 else -int(math.floor(-v)) for v in flat]
+    info = torch.iinfo(ctx.dtype)
+    if any(v < info.min or v > info.max for v in vals):
+        raise NotModelled(f"a float-to-integer conversion out of the range of {ctx.dtype} (the result is undefined)")
+    return np.array(vals, dtype=np.int64).reshape(x.shape)
+
+
 @register("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.out")
 class ToCopy(Rule):
     """A dtype/device copy. Exact semantics keep the value; the exactness check sees any rounding."""
@@ -300,12 +329,11 @@ class ToCopy(Rule):
         if _is_float_out(ctx):
             return x if x.dtype == object else as_exact(x)
         if x.dtype == object:
-            # float -> integer truncates: discontinuous, handled by the model as a rejection
-            raise NotLipschitz("a float-to-integer conversion truncates (a step function)")
+            return _float_to_int(ctx, x)
         return x.astype(bool) if ctx.dtype.__repr__() == "torch.bool" else x.astype(np.int64)
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return targs[0]
+        return targs[0] if _is_float_out(ctx) else None
 
     def vjp(self, ctx, args, kwargs, out, cot):
         return arg_grads(args, {0: cot})

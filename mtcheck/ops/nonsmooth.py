@@ -99,20 +99,22 @@ class LeakyRelu(Rule):
 
 @register("aten.threshold.default", "aten.threshold_.default")
 class Threshold(Rule):
-    """threshold(x, th, value): continuous (a shifted relu) only when value == th."""
+    """threshold(x, th, value): continuous (a shifted relu, with a kink at th) when value == th;
+    otherwise it jumps at th, and is checked only where no element sits on the jump."""
     balls = True
-
-
     nonsmooth = True
 
     def forward(self, ctx, args, kwargs):
         x, th, val = args[0], exact_scalar(args[1], ctx.dtype), exact_scalar(args[2], ctx.dtype)
-        if th != val:
-            raise NotLipschitz("threshold with value != threshold jumps at the threshold")
+        if th != val and bool(np.any(x == th)):
+            raise NotLipschitz("threshold with value != threshold jumps at the threshold, and an input sits on it")
         return np.where(x > th, x, val)
 
     def discs(self, ctx, args, kwargs, out):
-        return [_elem_disc("threshold", args[0], 0, exact_scalar(args[1], ctx.dtype), None, args[0].shape, ctx)]
+        th, val = exact_scalar(args[1], ctx.dtype), exact_scalar(args[2], ctx.dtype)
+        if th != val:
+            return []       # a jump (away from every input element), not a kink: no tie
+        return [_elem_disc("threshold", args[0], 0, th, None, args[0].shape, ctx)]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         th = exact_scalar(args[1], ctx.dtype)

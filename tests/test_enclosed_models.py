@@ -44,3 +44,19 @@ def test_certificate_radius_is_checked():
     assert not verify(bad).ok
     exact = dict(cert, tolerance=None)
     assert not verify(exact).ok
+
+
+def test_max_pool_over_enclosed_values():
+    """A max-pool window of enclosed values (after eval batch norm) is decided by the enclosures;
+    two equal irrational values in one window are not (UNKNOWN naming the node, never a tolerance)."""
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(1).double().eval()
+    bn.running_var.fill_(3.0)
+    prog = lambda x: torch.nn.functional.max_pool2d(bn(x), 2)      # noqa: E731
+    x = torch.tensor([[[[0.5, 1.0], [2.0, -1.0]]]], dtype=torch.float64)
+    assert mtcheck.check(prog, x).verdict is mtcheck.Verdict.SMOOTH_OK
+    tied = torch.tensor([[[[2.0, 1.0], [2.0, -1.0]]]], dtype=torch.float64)
+    rep = mtcheck.check(prog, tied)
+    assert rep.verdict is mtcheck.Verdict.UNKNOWN and "max_pool2d" in rep.reasons["undecided"]

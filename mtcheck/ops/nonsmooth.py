@@ -366,8 +366,10 @@ def select_windows(vals2d, valid, take_min=False, prefer=None):
     first = np.argmax(valid, axis=1)
     filler = vals2d[np.arange(G), first][:, None]
     v = np.where(valid, vals2d, filler)
+    from .._ball import Ball
+
     pruned = _float_pruned(v, valid, take_min) if type(v) is np.ndarray and v.dtype == object and v.size >= 256 \
-        else None
+        else _ball_windows(v, valid, take_min) if isinstance(v, Ball) else None
     if pruned is not None:
         best, ties = pruned
     else:
@@ -379,6 +381,28 @@ def select_windows(vals2d, valid, take_min=False, prefer=None):
         ok = ties[np.arange(G), p]
         winner = np.where(ok, p, winner)
     return obj(best), winner, ties
+
+
+def _ball_windows(v, valid, take_min):
+    """(best, ties) of :func:`select_windows` for enclosures: the entry with the largest midpoint
+    is the candidate, and every comparison with it is decided by the enclosures (a tie only
+    between equal exact values), or Undecided is raised (an UNKNOWN verdict naming the node)."""
+    G = v.shape[0]
+    m = v.mid if not take_min else -v.mid
+    cand = np.argmax(np.where(valid, m, -np.inf), axis=1)
+    best = v[np.arange(G), cand]
+    ties = np.zeros(v.shape, dtype=bool)
+    ties[np.arange(G), cand] = True
+    for k in range(v.shape[1]):
+        sel = np.flatnonzero((cand != k) & valid[:, k])     # (the candidate is not compared with itself)
+        if not sel.size:
+            continue
+        col, b = v[sel, k], best[sel]
+        beyond = (col < b) if take_min else (col > b)      # decided, or Undecided
+        if np.any(beyond):   # pragma: no cover - the largest midpoint is never surely below another
+            raise AssertionError("window maximum")
+        ties[sel, k] = np.asarray(col == b, dtype=bool)
+    return best, ties
 
 
 def _float_pruned(v, valid, take_min):

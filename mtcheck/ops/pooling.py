@@ -47,11 +47,11 @@ class _MaxPool(Rule):
             rec = ctx.recorded[1].reshape(R * O, 1).numpy()
             match = (np.broadcast_to(safe, (R, O, K)).reshape(R * O, K) == rec) & valid
             prefer = np.where(match.any(axis=1), np.argmax(match, axis=1), -1)
-        best, winner, _ = select_windows(vals, valid, False, None)
+        best, winner, ties = select_windows(vals, valid, False, None)
         if prefer is not None:
             ok = prefer >= 0
             p = np.where(ok, prefer, 0)
-            tied = vals[np.arange(R * O), p] == best
+            tied = ties[np.arange(R * O), p]           # decided by select_windows (enclosures too)
             winner = np.where(ok & tied, p, winner)
         ctx.aux.update(fidx=fidx, winner=winner, vals=vals, valid=valid)
         shape = lead + tuple(out_sp)

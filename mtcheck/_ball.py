@@ -657,6 +657,21 @@ def _from_arb(v) -> tuple:
     return f, up(e) + ETA
 
 
+class precision:
+    """``with precision(bits):`` Arb works at ``bits`` bits inside (python-flint's global
+    context), and the previous precision is restored after."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+    def __enter__(self):
+        self.old = flint.ctx.prec
+        flint.ctx.prec = self.bits
+
+    def __exit__(self, *a):
+        flint.ctx.prec = self.old
+
+
 def apply(fn, x) -> "Ball":
     """Enclosure of ``fn`` applied elementwise, ``fn`` mapping an ``flint.arb`` to an ``flint.arb``
     (it may take ``exact=True`` paths itself). ``x``: a Ball or an exact operand. Raises

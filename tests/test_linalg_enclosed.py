@@ -2,13 +2,11 @@
 cholesky; enclosures against mpmath, verdicts against PyTorch, and mutants."""
 
 import mpmath
-import numpy as np
 import pytest
 import torch
 
 import mtcheck
 from mtcheck import Verdict
-from mtcheck._ball import to_ball
 
 mpmath.mp.prec = 200
 F64 = torch.float64
@@ -16,15 +14,7 @@ A = torch.tensor([[2.0, 0.5, -1.0], [0.25, 3.0, 0.5], [1.0, -0.5, 1.5]], dtype=F
 SPD = torch.tensor([[4.0, 1.0, 0.5], [1.0, 3.0, -0.25], [0.5, -0.25, 2.0]], dtype=F64)
 
 
-def _contains(b, v):
-    """Whether the enclosure ``b`` (a Ball, one element of one: a complex mid + 1j rad, or an
-    exact value) contains ``v``."""
-    if isinstance(b, (complex, np.complexfloating)):
-        mid, rad = b.real, b.imag
-    else:
-        b = to_ball(b)
-        mid, rad = float(b.mid), float(b.rad)
-    return abs(mpmath.mpf(float(mid)) - v) <= mpmath.mpf(float(rad)) * (1 + 1e-12)
+from enclosure_helpers import contains as _contains  # noqa: E402
 
 
 def _model_value(fn, x):

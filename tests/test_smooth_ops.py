@@ -46,14 +46,7 @@ OPS = {
 INPUTS = {"all": [q(0), q(1), q(-3) / 2, q(7), q(-25), q(1) / 3], "pos": [q(1), q(4), q(1) / 3, q(1000), q(3) / 1024]}
 
 
-def _contains(b, v):
-    """Whether the enclosure ``b`` (an element of a Ball, or an exact value) contains ``v``."""
-    if isinstance(b, (complex, np.complexfloating)):
-        mid, rad = b.real, b.imag
-    else:
-        b = to_ball(b)
-        mid, rad = float(b.mid), float(b.rad)
-    return abs(mpmath.mpf(float(mid)) - v) <= mpmath.mpf(float(rad)) * (1 + 1e-12)
+from enclosure_helpers import contains as _contains  # noqa: E402
 
 
 def _name(k):

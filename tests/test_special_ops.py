@@ -121,14 +121,7 @@ def _name(key):
             "polygamma_": "aten.polygamma_.default"}.get(key, key)
 
 
-def _contains(b, v):
-    """Whether the enclosure ``b`` (an element of a Ball, or an exact value) contains ``v``."""
-    if isinstance(b, (complex, np.complexfloating)):
-        mid, rad = b.real, b.imag
-    else:
-        b = to_ball(b)
-        mid, rad = float(b.mid), float(b.rad)
-    return abs(mpmath.mpf(float(mid)) - v) <= mpmath.mpf(float(rad)) * (1 + 1e-12)
+from enclosure_helpers import contains as _contains  # noqa: E402
 
 
 def _mpf(v):

@@ -62,13 +62,10 @@ def _to_ball(M, shape):
     return ball(np.array(mids).reshape(shape), np.array(rads).reshape(shape))
 
 
-class _Prec:
-    def __enter__(self):
-        self.old = flint.ctx.prec
-        flint.ctx.prec = _PREC
+def _Prec():
+    from .._ball import precision
 
-    def __exit__(self, *a):
-        flint.ctx.prec = self.old
+    return precision(_PREC)
 
 
 def _dep_matrix(t, out_shape):

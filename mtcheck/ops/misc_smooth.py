@@ -20,7 +20,7 @@ from . import NotModelled, Rule, register
 from .._ball import Ball, is_ball, to_ball
 from .._exact import Q0, q
 from ._util import arg_grads
-from .smooth import Softmax, _BCEBase, _dim, _expand_cot, _fin, _reduce, _sigmoid, enclose, times
+from .smooth import Softmax, _BCEBase, _dim, _fin, _reduce, _sigmoid, enclose, times
 
 
 def _is_dep(t):
@@ -244,24 +244,6 @@ class SoftMarginLoss(_BCEBase):
         ctx.aux["red"] = red
         return _fin(_reduce(_fin(loss), red))
 
-    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        res = None
-        for i, key in ((0, "dx"), (1, "dy")):
-            t = targs[i] if i < len(targs) else None
-            if t is not None:
-                r = times(ctx.aux[key], t)
-                res = r if res is None else res + r
-        return None if res is None else _fin(_reduce(res, ctx.aux["red"], batch=True))
-
-    def vjp(self, ctx, args, kwargs, out, cot):
-        g = _expand_cot(cot, ctx.aux["red"], np.shape(args[0]))
-        live = ctx.aux.get("live") or [True, True]
-        by = {}
-        if live[0]:
-            by[0] = _fin(times(ctx.aux["dx"], g))
-        if len(live) > 1 and live[1] and isinstance(args[1], np.ndarray):
-            by[1] = _fin(times(ctx.aux["dy"], g))
-        return arg_grads(args, by)
 
 
 __all__ = ["SafeSoftmax", "SoftmaxBackwardData", "LogCumSumExp", "Glu", "SoftMarginLoss"]

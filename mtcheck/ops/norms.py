@@ -268,17 +268,10 @@ def _balls(arbs, shape):
     return ball(mids.reshape(shape), rads.reshape(shape))
 
 
-class _Prec:
-    def __enter__(self):
-        import flint
+def _Prec():
+    from .._ball import precision
 
-        self.old = flint.ctx.prec
-        flint.ctx.prec = _PREC
-
-    def __exit__(self, *a):
-        import flint
-
-        flint.ctx.prec = self.old
+    return precision(_PREC)
 
 
 def _ipow(a, k: int):

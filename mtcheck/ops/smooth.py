@@ -785,7 +785,7 @@ class _BCEBase(Rule):
     def vjp(self, ctx, args, kwargs, out, cot):
         g = _expand_cot(cot, ctx.aux["red"], np.shape(args[0]))
         live = ctx.aux.get("live") or [True, True]
-        by = {0: _fin(times(ctx.aux["dx"], g))}
+        by = {0: _fin(times(ctx.aux["dx"], g))} if live[0] else {}
         if len(live) > 1 and live[1] and isinstance(args[1], np.ndarray):
             by[1] = _fin(times(ctx.aux["dy"], g))
         return arg_grads(args, by)

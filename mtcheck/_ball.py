@@ -206,6 +206,50 @@ def _wrap(mid, rad) -> "Ball":
     return ball(mid, rad)
 
 
+# ----------------------------------------------------------------------------- structural identity
+#
+# A Ball may carry ``_keys``: an int64 array of its shape where two elements with the same key
+# >= 0 are *proven* equal (the same enclosed coefficient applied to equal exact values, keyed by
+# the rule that made them: eval batch norm). -1 means "no key". Keys move with their values
+# through data movement only (reshape, transpose, indexing, where, concatenation, padding, ...);
+# arithmetic and every in-place write drop them, so a key is never stale. A comparison whose
+# enclosures overlap is decided as "equal" where the keys prove it, and a difference of two
+# keyed elements with the same key is an exact 0.
+
+_NEXT_KEY = [0]
+
+
+def new_keys(groups: list) -> np.ndarray:
+    """Fresh keys for hashable ``groups`` (one per element): equal groups, equal keys; keys never
+    seen before (no two calls share a key)."""
+    ids: dict = {}
+    base = _NEXT_KEY[0]
+    out = np.fromiter((ids.setdefault(g, base + len(ids)) for g in groups), dtype=np.int64, count=len(groups))
+    _NEXT_KEY[0] = base + len(ids)
+    return out
+
+
+def keys_of(x):
+    """The keys of an operand broadcastable like it, or None."""
+    k = getattr(x, "_keys", None) if isinstance(x, Ball) else None
+    return k if k is not None and k.shape == x.shape else None
+
+
+def with_keys(b: "Ball", keys) -> "Ball":
+    if keys is not None:
+        b._keys = np.asarray(keys, dtype=np.int64)
+    return b
+
+
+def _same_keys(a, b):
+    """Where operands a and b are proven equal (a boolean array of their broadcast shape), or None."""
+    ka, kb = keys_of(a), keys_of(b)
+    if ka is None or kb is None:
+        return None
+    ka, kb = np.broadcast_arrays(ka, kb)
+    return (ka == kb) & (ka >= 0)
+
+
 def _is_zero_ball(x) -> bool:
     """A large Ball that is exactly 0 everywhere (mid and radius): adding it changes nothing."""
     if not isinstance(x, Ball) or x.size < 4096:
@@ -215,6 +259,17 @@ def _is_zero_ball(x) -> bool:
 
 
 def _add(a, b, sign=1.0):
+    if sign < 0:
+        eq = _same_keys(a, b)
+        if eq is not None and eq.any():
+            out = _add_plain(a, b, sign)
+            v = out.view(np.ndarray)
+            v[eq] = 0
+            return out
+    return _add_plain(a, b, sign)
+
+
+def _add_plain(a, b, sign=1.0):
     if _is_zero_ball(a) and np.shape(a) == np.broadcast_shapes(np.shape(a), np.shape(b)) == np.shape(b):
         return to_ball(b).copy() if sign > 0 else _wrap(-np.asarray(_parts(b)[0]), _parts(b)[1])
     if _is_zero_ball(b) and np.shape(b) == np.broadcast_shapes(np.shape(a), np.shape(b)) == np.shape(a):
@@ -307,6 +362,10 @@ def _cmp(ufunc, a, b):
     pos = np.where(exact, dm > 0, dm - R > 0)
     neg = np.where(exact, dm < 0, dm + R < 0)
     zero = exact & (dm == 0)
+    eq = _same_keys(a, b)
+    if eq is not None:
+        zero = zero | eq
+        pos, neg = pos & ~eq, neg & ~eq
     nonpos = neg | zero | (dm + R <= 0)      # surely a - b <= 0
     nonneg = pos | zero | (dm - R >= 0)      # surely a - b >= 0
     if ufunc is np.greater:
@@ -423,7 +482,41 @@ def _passthrough(func, args, kwargs):
         return v
 
     out = func(*[conv(a) for a in args], **{k: conv(v) for k, v in kwargs.items()})
-    return out.view(Ball) if isinstance(out, np.ndarray) and out.dtype == np.complex128 else out
+    if func in (np.copyto, np.put_along_axis):          # in place: the target's keys go stale
+        if isinstance(args[0], Ball):
+            args[0]._keys = None
+        return out
+    if not (isinstance(out, np.ndarray) and out.dtype == np.complex128):
+        return out
+    out = out.view(Ball)
+    if any(keys_of(a) is not None for a in _flat_operands(args, kwargs)):
+        def kconv(v):
+            if isinstance(v, Ball):
+                k = keys_of(v)
+                return k if k is not None else np.full(v.shape, -1, dtype=np.int64)
+            if isinstance(v, np.ndarray) and v.dtype != bool and not np.issubdtype(v.dtype, np.integer):
+                return np.full(v.shape, -1, dtype=np.int64)
+            if isinstance(v, (flint.fmpq, flint.fmpz, float, np.floating)):
+                return np.int64(-1)
+            if isinstance(v, (list, tuple)):
+                return type(v)(kconv(x) for x in v)
+            return v
+
+        try:
+            kk = func(*[kconv(a) for a in args], **{k: kconv(v) for k, v in kwargs.items()})
+        except Exception:  # noqa: BLE001 - keys are an optimisation of decisions: without them, undecided
+            kk = None
+        if isinstance(kk, np.ndarray) and kk.shape == out.shape and np.issubdtype(kk.dtype, np.integer):
+            with_keys(out, kk)
+    return out
+
+
+def _flat_operands(args, kwargs):
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, (list, tuple)):
+            yield from v
+        else:
+            yield v
 
 
 # numpy functions that only move, select or copy elements: safe on the complex storage
@@ -468,6 +561,7 @@ class Ball(np.ndarray):
             target, idx = inputs[0], inputs[1]
             if not isinstance(target, Ball):
                 raise NotEnclosed("numpy.add.at into an exact array with enclosed values")
+            target._keys = None
             vals = inputs[2] if len(inputs) > 2 else 0.0
             vm, vr = _parts(vals)
             if ufunc is np.subtract:
@@ -598,7 +692,32 @@ class Ball(np.ndarray):
     def tolist(self):
         raise NotEnclosed("tolist() on enclosures")
 
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        k = keys_of(self)
+        if k is not None and isinstance(out, Ball):
+            kk = k[key]
+            if isinstance(kk, np.ndarray) and kk.shape == out.shape:
+                with_keys(out, kk)
+        return out
+
+    def reshape(self, *shape, **kw):
+        out = super().reshape(*shape, **kw)
+        k = keys_of(self)
+        return with_keys(out, k.reshape(*shape, **kw)) if k is not None and isinstance(out, Ball) else out
+
+    def transpose(self, *axes):
+        out = super().transpose(*axes)
+        k = keys_of(self)
+        return with_keys(out, k.transpose(*axes)) if k is not None and isinstance(out, Ball) else out
+
+    def copy(self, *a, **kw):
+        out = super().copy(*a, **kw)
+        k = keys_of(self)
+        return with_keys(out, k.copy()) if k is not None else out
+
     def __setitem__(self, key, value):
+        self._keys = None                  # an in-place write: the keys would go stale
         if isinstance(value, Ball):
             self.view(np.ndarray)[key] = value.view(np.ndarray)
             return

@@ -498,6 +498,11 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
     targets = [t if isinstance(t, Target) else Target(*t) for t in targets]
     res = TieResult(x0, False)
     _STATS["requested"] += 1
+    if _has_enclosures(prog, x_seed):
+        # irrational values (an enclosed smooth op, eval batch norm): the lattice of exact solutions
+        # needs exact tie rows; the input is returned unmoved, with the reason
+        return _finish(res, "none", t0, "the program has enclosed (irrational) values upstream of its ties; "
+                                        "deep_ties solves for ties in exact rational arithmetic only")
     if _use_float_path(prog, method):
         try:
             return _synthesize_float(prog, x0, targets, max_free=max_free, max_rounds=max(max_rounds, 10),
@@ -662,6 +667,17 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
             continue
         delta_cur, x_cur = d_star, x_star     # next round: re-linearize at the rational solution
     return _finish(res, method, t0, last_reason)
+
+
+def _has_enclosures(prog, x_seed) -> bool:
+    """Whether the program's exact forward at the seed holds enclosed values (Balls)."""
+    from .model import has_balls
+
+    try:
+        ev = prog.evaluate(x_seed)
+    except Exception:  # noqa: BLE001 - the synthesis reports its own failures later
+        return False
+    return has_balls(ev)
 
 
 def _finish(res, method, t0, reason):

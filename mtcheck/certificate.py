@@ -517,6 +517,24 @@ def _sign(q: Fraction) -> int:
     return (q > 0) - (q < 0)
 
 
+def _side(entry: dict, key: str, where: str) -> Fraction:
+    """The value ``entry[key]`` (a rational), or, for an irrational one, the endpoint nearest 0 of
+    ``entry[key + "_enclosure"]`` ([lo, hi], rationals), which must not contain 0: its sign is
+    the value's."""
+    if key + "_enclosure" in entry:
+        enc = entry[key + "_enclosure"]
+        if not isinstance(enc, (list, tuple)) or len(enc) != 2:
+            _fail(f"{where}.{key}_enclosure must be [lo, hi]")
+        lo = _rational(enc[0], f"{where}.{key}_enclosure[0]")
+        hi = _rational(enc[1], f"{where}.{key}_enclosure[1]")
+        if lo > hi:
+            _fail(f"{where}.{key}_enclosure has lo > hi")
+        if lo <= 0 <= hi:
+            _fail(f"{where}.{key}_enclosure contains 0: its sign is not decided")
+        return lo if lo > 0 else hi
+    return _rational(_key(entry, key, where), f"{where}.{key}")
+
+
 def _check_rounding(cert: dict, n: int, m: int) -> str:
     entries = _key(cert, "rounding", "certificate")
     if not isinstance(entries, (list, tuple)) or not entries:
@@ -529,8 +547,8 @@ def _check_rounding(cert: dict, n: int, m: int) -> str:
         node = _key(entry, "node", where)
         if not isinstance(node, str):
             _fail(f"{where}.node must be a string")
-        exact = _rational(_key(entry, "exact", where), f"{where}.exact")
-        fw = _rational(_key(entry, "framework", where), f"{where}.framework")
+        exact = _side(entry, "exact", where)
+        fw = _side(entry, "framework", where)
         if _sign(exact) != _sign(fw):
             flips.append((node, exact, fw))
     if not flips:

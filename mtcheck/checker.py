@@ -545,8 +545,17 @@ def _rounding_certificate(rounding, n, m):
                 continue
             diff = np.nonzero(sa != sb)[0]
             for j in diff[:4]:
-                entries.append({"node": f"{node.label} at {node.where}", "exact": certify.rational(a.values[j]),
-                                "framework": certify.rational(b.values[j])})
+                e = {"node": f"{node.label} at {node.where}"}
+                for key, v in (("exact", a.values[j]), ("framework", b.values[j])):
+                    if isinstance(v, (complex, np.complexfloating)):
+                        # an enclosed (irrational) value: its ball [mid - rad, mid + rad], exactly
+                        from fractions import Fraction
+
+                        mid, rad = Fraction(float(v.real)), Fraction(float(v.imag))
+                        e[key + "_enclosure"] = [certify.rational(mid - rad), certify.rational(mid + rad)]
+                    else:
+                        e[key] = certify.rational(v)
+                entries.append(e)
     if not entries:
         return None
     return {"format": "mtcheck-certificate", "version": 1, "verdict": "ROUNDING_BRANCH", "n": n, "m": m,

@@ -60,7 +60,8 @@ class FloatTieResult:
     ok: bool
     target: Target | None = None          # node, discriminant label, element group
     node_label: str = ""
-    exact_value: object = None            # the exact discriminant there (an fmpq, nonzero on success)
+    exact_value: object = None            # the exact discriminant there (an fmpq, nonzero on success;
+                                          # None when it is irrational, an enclosure excluding 0)
     float_value: float | None = None      # the framework's (0.0 on success)
     seconds: float = 0.0
     evals: int = 0                        # float forward replays
@@ -410,7 +411,11 @@ def _confirm_float_only(prog, model, x, phi, t, res):
         sel = np.nonzero(disc.group == t.group)[0]
         if sel.size:
             vals = disc.values[sel]
-            if disc.max_type:
+            from ._ball import is_ball
+
+            if is_ball(vals):
+                res.exact_value = None      # irrational: its enclosure excludes 0 (the case is decided)
+            elif disc.max_type:
                 res.exact_value = max(vals.tolist())
             else:
                 res.exact_value = vals[0]

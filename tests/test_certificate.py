@@ -516,3 +516,16 @@ def test_module_loads_standalone():
         "assert mod.verify(c).ok\n"
     )
     subprocess.run([sys.executable, "-I", "-c", code], check=True)
+
+
+def test_rounding_certificate_with_an_enclosed_exact_discriminant():
+    """An irrational exact discriminant is certified by its enclosure, which must exclude 0."""
+    from mtcheck.certificate import verify
+
+    cert = {"format": "mtcheck-certificate", "version": 1, "verdict": "ROUNDING_BRANCH", "n": 1, "m": 1,
+            "rounding": [{"node": "relu#3 at x.py:1", "exact_enclosure": ["-3/1000", "-1/1000"],
+                          "framework": "0"}]}
+    assert verify(cert).ok
+    bad = dict(cert, rounding=[{"node": "relu#3", "exact_enclosure": ["-1/1000", "1/1000"], "framework": "0"}])
+    res = verify(bad)
+    assert not res.ok and "contains 0" in res.reason

@@ -120,3 +120,20 @@ def test_misses_are_counted():
     synthesize(prog, x, [Target(prog.nonsmooth[0])], seed=0)
     st = synthesis_stats()
     assert st["requested"] == 1 and st.get("hit", 0) + st.get("miss", 0) == 1 and "median_s" in st
+
+
+def test_deep_ties_on_a_program_with_enclosed_values_returns_the_input_with_the_reason():
+    """Eval batch norm makes values irrational: deep_ties does not solve there (it needs exact
+    tie rows); it returns the input unmoved and says why, instead of an internal TypeError."""
+    import torch.nn as nn
+
+    from mtcheck._synth import Program, Target, synthesize
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4).eval()
+    bn.running_var.fill_(3.0)
+    m = nn.Sequential(nn.Linear(4, 4), bn, nn.ReLU(), nn.Linear(4, 2)).eval()
+    x = torch.randn(1, 4)
+    prog = Program(m, x)
+    r = synthesize(prog, x, [Target(prog.nonsmooth[0])])
+    assert not r.ok and "enclosed" in r.reason

@@ -236,9 +236,20 @@ def keys_of(x):
 
 
 def with_keys(b: "Ball", keys) -> "Ball":
+    """``b`` with ``keys``, made read-only: a write through any view would leave the keys stale,
+    so it fails loudly instead (:meth:`Ball.__setitem__` of the array itself drops them first)."""
     if keys is not None:
         b._keys = np.asarray(keys, dtype=np.int64)
+        b.flags.writeable = False
     return b
+
+
+def _drop_keys(b) -> None:
+    """Before an in-place write into ``b``: forget its keys and make it writable again (raises
+    for a view of a keyed array, whose base keeps its keys)."""
+    if isinstance(b, Ball) and getattr(b, "_keys", None) is not None:
+        b._keys = None
+        b.flags.writeable = True
 
 
 def _same_keys(a, b):
@@ -262,10 +273,9 @@ def _add(a, b, sign=1.0):
     if sign < 0:
         eq = _same_keys(a, b)
         if eq is not None and eq.any():
-            out = _add_plain(a, b, sign)
-            v = out.view(np.ndarray)
+            v = np.array(_add_plain(a, b, sign).view(np.ndarray))      # a fresh array, without keys
             v[eq] = 0
-            return out
+            return v.view(Ball)
     return _add_plain(a, b, sign)
 
 
@@ -481,10 +491,10 @@ def _passthrough(func, args, kwargs):
             return type(v)(conv(x) for x in v)
         return v
 
+    if func in (np.copyto, np.put_along_axis):          # in place: the target's keys would go stale
+        _drop_keys(args[0])
     out = func(*[conv(a) for a in args], **{k: conv(v) for k, v in kwargs.items()})
-    if func in (np.copyto, np.put_along_axis):          # in place: the target's keys go stale
-        if isinstance(args[0], Ball):
-            args[0]._keys = None
+    if func in (np.copyto, np.put_along_axis):
         return out
     if not (isinstance(out, np.ndarray) and out.dtype == np.complex128):
         return out
@@ -561,7 +571,7 @@ class Ball(np.ndarray):
             target, idx = inputs[0], inputs[1]
             if not isinstance(target, Ball):
                 raise NotEnclosed("numpy.add.at into an exact array with enclosed values")
-            target._keys = None
+            _drop_keys(target)
             vals = inputs[2] if len(inputs) > 2 else 0.0
             vm, vr = _parts(vals)
             if ufunc is np.subtract:
@@ -717,7 +727,7 @@ class Ball(np.ndarray):
         return with_keys(out, k.copy()) if k is not None else out
 
     def __setitem__(self, key, value):
-        self._keys = None                  # an in-place write: the keys would go stale
+        _drop_keys(self)                   # an in-place write: the keys would go stale
         if isinstance(value, Ball):
             self.view(np.ndarray)[key] = value.view(np.ndarray)
             return

@@ -549,8 +549,6 @@ def _rounding_certificate(rounding, n, m):
                 for key, v in (("exact", a.values[j]), ("framework", b.values[j])):
                     if isinstance(v, (complex, np.complexfloating)):
                         # an enclosed (irrational) value: its ball [mid - rad, mid + rad], exactly
-                        from fractions import Fraction
-
                         mid, rad = Fraction(float(v.real)), Fraction(float(v.imag))
                         e[key + "_enclosure"] = [certify.rational(mid - rad), certify.rational(mid + rad)]
                     else:

@@ -1,6 +1,7 @@
 """Real-weight models together with their loss (issue 10): the smooth tail is enclosed (balls),
 the tie rows stay exact, and the verdict carries a certificate with the enclosure's radius."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +88,9 @@ def test_structural_keys_move_with_values_and_never_go_stale():
     assert keys_of(c) is None                             # written in place: keys dropped
     s = b + b
     assert keys_of(s) is None                             # arithmetic drops keys
+    with pytest.raises(ValueError):                       # a write through a view cannot leave keys stale
+        b.T[0, 0] = 7.0
+    assert b.mid[0, 0] == 1.0
 
 
 def test_equal_inputs_of_different_channels_are_not_proven_equal():

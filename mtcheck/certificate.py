@@ -279,11 +279,16 @@ def _jacobians(cert: dict, n: int, m: int):
     return tol, js, d_rows, d_den
 
 
-def _tie_rows(x, n: int, what: str = "tie_rows"):
-    """``None``, or ``(columns, A)`` with A of shape k x len(columns) (k x n when columns null)."""
+def _tie_rows(x, n: int, what: str = "tie_rows", enclosed_ok: bool = False):
+    """``None``, or ``(columns, A)`` with A of shape k x len(columns) (k x n when columns null).
+    Enclosed rows (``A_radius``) prove only a residual bound: an ASSOCIATED certificate with Y
+    may carry them; zero rows and kernel vectors need exact rows."""
     if x is None:
         return None
     x = _dict(x, what)
+    if not enclosed_ok and x.get("A_radius") is not None:
+        _fail(f"{what}.A_radius is given: enclosed tie rows prove neither that a row is zero nor "
+              "that a vector is in their kernel (only an ASSOCIATED residual bound)")
     cols = _columns(_key(x, "columns", what), n, f"{what}.columns")
     width = n if cols is None else len(cols)
     a = _matrix(_key(x, "A", what), f"{what}.A", (None, width))
@@ -351,15 +356,28 @@ def _check_smooth(cert: dict, verdict: str, n: int, m: int) -> str:
 
 def _check_associated(cert: dict, n: int, m: int) -> str:
     tol, js, d_rows, d_den = _jacobians(cert, n, m)
-    ties = _tie_rows(_key(cert, "tie_rows", "certificate"), n)
+    ties = _tie_rows(_key(cert, "tie_rows", "certificate"), n, enclosed_ok=True)
     ntr = _key(cert, "nonzero_tie_row", "certificate")
     if ntr is None:
         _fail("ASSOCIATED needs nonzero_tie_row (a tie row with a nonzero entry, "
               "proving T(x) != R^n); it is null")
     ntr = _vector(ntr, "nonzero_tie_row", n)
-    col = _first_nonzero(ntr.num)
-    if col < 0:
-        _fail("nonzero_tie_row is all zero: it does not prove T(x) != R^n")
+    ntr_rad = cert.get("nonzero_tie_row_radius")
+    if ntr_rad is None:
+        col = _first_nonzero(ntr.num)
+        if col < 0:
+            _fail("nonzero_tie_row is all zero: it does not prove T(x) != R^n")
+    else:
+        # an enclosed row (irrational entries): some entry's enclosure must exclude 0,
+        # |mid_j| > rad_j, compared exactly over the two denominators
+        ntr_rad = _vector(ntr_rad, "nonzero_tie_row_radius", n)
+        if any(v < 0 for v in ntr_rad.num):
+            _fail("nonzero_tie_row_radius has a negative entry")
+        col = next((j for j in range(n)
+                    if abs(ntr.num[j]) * ntr_rad.den > ntr_rad.num[j] * ntr.den), -1)
+        if col < 0:
+            _fail("no entry of the enclosed nonzero_tie_row excludes 0 (|mid| <= rad everywhere): "
+                  "it does not prove T(x) != R^n")
     y = _key(cert, "Y", "certificate")
     if y is None:
         r_rows, r_den, what = d_rows, d_den, "R = D (Y = 0)"
@@ -372,6 +390,18 @@ def _check_associated(cert: dict, n: int, m: int) -> str:
         y = _matrix(y, "Y", (m, a.r))
         r_rows, r_den = _residual(d_rows, d_den, y, a)
         what = "R = D - Y A"
+        a_rad = _dict(cert["tie_rows"], "tie_rows").get("A_radius")
+        if a_rad is not None:
+            # enclosed tie rows A in A_mid +- A_radius: the true R lies within
+            # |D - Y A_mid| + |Y| A_radius entrywise, so that bound's row sums are compared
+            if tol is None:
+                _fail("tie_rows.A_radius is given in exact mode: enclosed tie rows prove a residual "
+                      "bound, never an exact zero")
+            a_rad = _matrix(a_rad, "tie_rows.A_radius", (a.r, a.c))
+            if any(v < 0 for v in a_rad.num):
+                _fail("tie_rows.A_radius has a negative entry")
+            r_rows, r_den = _enclosed_residual(r_rows, r_den, y, a_rad)
+            what = "|D - Y A_mid| + |Y| A_radius"
     tols = _row_tols(js, tol, _radius(cert, m, tol))
     mode = _mode(tol)
     for i, row in enumerate(r_rows):
@@ -412,6 +442,23 @@ def _residual(d_rows: list, d_den: int, y: _Mat, a: _Mat):
         else:
             out.append([x * fd - s * fy for x, s in zip(drow, acc)])
     return out, d_den * fd
+
+
+def _enclosed_residual(r_rows: list, r_den: int, y: _Mat, a_rad: _Mat):
+    """Rows of ``|R| + |Y| A_radius`` over one denominator (entries are nonnegative)."""
+    yr_den = y.den * a_rad.den
+    g = math.gcd(r_den, yr_den)
+    fr, fy = yr_den // g, r_den // g
+    rad_rows = [a_rad.row(l) for l in range(a_rad.r)]
+    out = []
+    for i, rrow in enumerate(r_rows):
+        acc = [abs(v) * fr for v in rrow]
+        for l, coef in enumerate(y.row(i)):
+            if coef:
+                c = abs(coef) * fy
+                acc = [s + c * v for s, v in zip(acc, rad_rows[l])]
+        out.append(acc)
+    return out, r_den * fr
 
 
 def _check_witness(wit, ties, n: int, m: int, tol, tols, d_rows, d_den) -> str:

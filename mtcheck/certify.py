@@ -323,9 +323,44 @@ def tie_matrix(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | 
     if isinstance(rows, Ball):
         rows = exactify(rows)
         if isinstance(rows, Ball):
-            raise Budget("a tie's derivative row passes through irrational values (an enclosure, not exact): "
-                         "deciding the tangent space from enclosed tie rows is not implemented")
+            return EnclosedTieMatrix(rows)
     return TieMatrix(exact=rows)
+
+
+class EnclosedTieMatrix:
+    """Tie rows that pass through irrational values: enclosures ``mid +- rad`` (float64).
+
+    What they prove: a row is nonzero when one entry's enclosure excludes 0; a row is zero only
+    when every entry is exactly 0 (radius 0); and ``|D t| <= (|D - Y mid| + |Y| rad) |t|`` for
+    every t in the kernel of the true rows, whatever they are inside their enclosures (the
+    ASSOCIATED residual bound). No rank and no kernel vector is decided from them."""
+
+    enclosed = True
+
+    def __init__(self, ball):
+        self.mid = np.array(ball.mid, dtype=np.float64)
+        self.rad = np.array(ball.rad, dtype=np.float64)
+
+    @property
+    def shape(self):
+        return self.mid.shape
+
+    def proven_nonzero(self) -> np.ndarray:
+        return (np.abs(self.mid) > self.rad).any(axis=1)
+
+    def proven_zero(self) -> np.ndarray:
+        return ((self.mid == 0) & (self.rad == 0)).all(axis=1)
+
+    def first_nonzero(self):
+        """(exact midpoint row, exact radius row) of the first row shown nonzero, or None."""
+        nz = np.nonzero(self.proven_nonzero())[0]
+        if not nz.size:
+            return None
+        i = int(nz[0])
+        return QMat.of_floats(self.mid[i]), QMat.of_floats(self.rad[i])
+
+    def floats(self) -> np.ndarray:
+        return self.mid
 
 
 # ----------------------------------------------------------------------------- integers

@@ -250,11 +250,15 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
         rep.reasons["differentiable"] = "neighbouring strata not enumerated (neighbours=False)"
     elif not finite or rep.verdict is Verdict.UNKNOWN:
         rep.reasons["differentiable"] = "not decided (the verdict is not decided)"
-    elif has_balls(ev) or not _piecewise_affine(model, tans if tans is not None else
-                                                {r: True for r in model.live_refs(wrt)}):
+    elif not _piecewise_affine(model, tans if tans is not None else {r: True for r in model.live_refs(wrt)}):
         rep.reasons["differentiable"] = ("the program is not piecewise affine (it multiplies input-dependent values, "
                                          "or has smooth nonlinear ops), "
                                          "so Jacobians vary inside a stratum; the neighbouring-strata test is not done")
+        rep.reasons["Clarke"] = "needs the neighbouring strata (not enumerated)"
+    elif has_balls(ev):
+        rep.reasons["differentiable"] = ("piecewise affine, but with irrational coefficients (enclosures, e.g. eval "
+                                         "batch norm's 1/sqrt(var + eps)): the neighbouring strata are decided by z3 "
+                                         "over exact rationals, so they are not enumerated")
         rep.reasons["Clarke"] = "needs the neighbouring strata (not enumerated)"
     else:
         tol = rep.tolerance
@@ -349,9 +353,14 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad
     if nonzero is None and k:
         A = certify.tie_matrix(model, ev, wrt, ties, n)
         nonzero = _first_nonzero_row(A)
-        if nonzero is None:
+        if nonzero is None and _enclosed(A):
+            undecided = int((~A.proven_zero()).sum())
+            if undecided:
+                raise certify.Budget(f"{undecided} tie rows pass through irrational values and their enclosures "
+                                     "contain 0 without being exactly 0: whether T(x) = R^n is not decided")
+        elif nonzero is None:
             nz = np.nonzero(A.nonzero_rows())[0]             # residues mod one prime all zero: look exactly
-            nonzero = A.rows([int(nz[0])])[0] if nz.size else None
+            nonzero = (A.rows([int(nz[0])])[0], None) if nz.size else None
     if nonzero is None:
         # every tie row is zero: the stratum is open, T(x) = R^n. Rows shown exactly zero are left out
         # of the certificate like structurally zero ones (the checker trusts the tie rows it is given)
@@ -376,13 +385,16 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad
             rep.mismatch = _mismatch_rows(J_fw, Js.floats(), l1, tols, tol, "framework Jacobian vs the program's Jacobian")
         cert["verdict"] = str(rep.verdict)
         return
-    cert["nonzero_tie_row"] = nonzero.encode()
+    cert["nonzero_tie_row"] = nonzero[0].encode()
+    if nonzero[1] is not None:
+        cert["nonzero_tie_row_radius"] = nonzero[1].encode()
     if k * n <= EXACT_RANK_ENTRIES:
         # small enough to compute the exact rank (FLINT, fraction-free): the tangent dimension
         if A is None:
             A = certify.tie_matrix(model, ev, wrt, ties, n)
-        Ai = A.full().ints
-        rep.tangent_dim = n - flint.fmpz_mat(Ai.shape[0], n, [int(v) for v in Ai.ravel().tolist()]).rank()
+        if not _enclosed(A):
+            Ai = A.full().ints
+            rep.tangent_dim = n - flint.fmpz_mat(Ai.shape[0], n, [int(v) for v in Ai.ravel().tolist()]).rank()
     if small:
         rep.verdict = Verdict.ASSOCIATED
         cert["verdict"] = "ASSOCIATED"
@@ -393,6 +405,8 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad
     # the hard path: D is not (near) zero. Residues find a row basis; exact products prove Y or a witness.
     if A is None:
         A = certify.tie_matrix(model, ev, wrt, ties, n)
+    if _enclosed(A):
+        return _decide_enclosed(rep, cert, A, D, J_fw - Js.floats(), tols, tol)
     res, p = A.residues()
     live = np.nonzero((np.asarray(res) != 0).any(axis=1))[0]
     b = certify.basis(np.asarray(res)[live], p)
@@ -467,13 +481,50 @@ def _decide(rep, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank, J_rad
                          "of tie rows, and no kernel vector tried shows a difference beyond it")
 
 
+def _decide_enclosed(rep, cert, A, D, D_f, tols, tol):
+    """The hard path when tie rows are enclosures: ASSOCIATED by a float Y whose rigorous
+    residual bound ``|D - Y mid| + |Y| rad`` (exact products) is within every row's tolerance;
+    nothing else is provable from enclosed rows without an exact kernel, so otherwise UNKNOWN."""
+    QMat = certify.QMat
+    if tol is None:
+        raise certify.Budget("exact mode with tie rows that pass through irrational values: an enclosure "
+                             "proves a residual bound, never an exact zero")
+    Yf = certify.float_y(A.mid, D_f)
+    used = [j for j in range(Yf.shape[1]) if (Yf[:, j] != 0).any()]
+    if used:
+        Ye = QMat.of_floats(Yf[:, used])
+        Amid, Arad = QMat.of_floats(A.mid[used]), QMat.of_floats(A.rad[used])
+        R = D - certify.qmatmul(Ye, Amid)
+        spread = certify.qmatmul(QMat(np.abs(Ye.ints), Ye.den), Arad).row_l1()
+        bound = [r + s for r, s in zip(R.row_l1(), spread)]
+        if all(v <= t for v, t in zip(bound, tols)):
+            cert["Y"] = Ye.encode()
+            cert["tie_rows"] = {"columns": None, "A": Amid.encode(), "A_radius": Arad.encode()}
+            rep.verdict = Verdict.ASSOCIATED
+            cert["verdict"] = "ASSOCIATED"
+            rep.notes.append(f"J_fw - J_S is within the tolerance of a combination of {len(used)} enclosed tie rows "
+                             f"(certificate Y; residual bound |D - Y mid| + |Y| rad, largest tie-row radius "
+                             f"{float(A.rad.max()):.3g})")
+            return
+    raise certify.Budget("J_fw - J_S is not within the tolerance of a combination of the enclosed tie rows, and a "
+                         "NOT_ASSOCIATED witness needs an exact kernel vector of rows that pass through irrational "
+                         "values (not implemented)")
+
+
+def _enclosed(T) -> bool:
+    return getattr(T, "enclosed", False)
+
+
 def _first_nonzero_row(T):
-    """The first tie row of ``T`` with a nonzero residue, exactly (a QMat vector), or None."""
+    """The first tie row of ``T`` shown nonzero: (exact row, None) from residues then exactly, or
+    (exact midpoints, exact radii) of an enclosed row with an entry excluding 0; or None."""
+    if _enclosed(T):
+        return T.first_nonzero()
     res, _ = T.residues()
     nz = np.nonzero((np.asarray(res) != 0).any(axis=1))[0] if np.size(res) else []
     if len(nz) == 0:
         return None
-    return T.rows([int(nz[0])])[0]
+    return T.rows([int(nz[0])])[0], None
 
 
 def _rate(Q, i, t):

@@ -1,6 +1,8 @@
 """Real-weight models together with their loss (issue 10): the smooth tail is enclosed (balls),
 the tie rows stay exact, and the verdict carries a certificate with the enclosure's radius."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,12 +61,88 @@ def test_max_pool_over_enclosed_values():
     x = torch.tensor([[[[0.5, 1.0], [2.0, -1.0]]]], dtype=torch.float64)
     assert mtcheck.check(prog, x).verdict is mtcheck.Verdict.SMOOTH_OK
     # two equal exact inputs of one channel: batch norm's outputs are proven equal (structural
-    # keys), so the window's tie is decided; the tie row is enclosed (the channel's 1/sqrt(var+eps)
-    # times an exact row), which the tangent-space step does not take yet: UNKNOWN, with that reason
+    # keys), so the window's tie is decided; its tie row is enclosed (the channel's
+    # 1/sqrt(var+eps) times an exact row) and an entry of it excludes 0: T(x) != R^n, and PyTorch
+    # follows the exact model's winner, so Y = 0 certifies ASSOCIATED
     tied = torch.tensor([[[[2.0, 1.0], [2.0, -1.0]]]], dtype=torch.float64)
     rep = mtcheck.check(prog, tied)
-    assert rep.verdict is mtcheck.Verdict.UNKNOWN and "undecided" not in rep.reasons
-    assert rep.pattern.n_ties == 1 and "enclosed tie rows" in rep.reasons["budget"]
+    assert rep.verdict is mtcheck.Verdict.ASSOCIATED, rep.explain()
+    assert rep.pattern.n_ties == 1 and "nonzero_tie_row_radius" in rep.certificate
+    assert verify(rep.certificate).ok
+    # a max-pool whose backward picks the *last* tied entry: D = J_fw - J_S is minus the enclosed tie
+    # row, so a float Y = -1 with its rigorous residual bound |D - Y mid| + |Y| rad certifies it
+    last = lambda x: _LastMaxPool.apply(bn(x))       # noqa: E731
+    rep = mtcheck.check(last, tied)
+    assert rep.verdict is mtcheck.Verdict.ASSOCIATED, rep.explain()
+    assert rep.certificate["tie_rows"]["A_radius"] is not None and verify(rep.certificate).ok
+    # the full gradient to both tied entries is not associated, but its witness would be an exact
+    # kernel vector of an irrational row: not built, so UNKNOWN with that reason, never a pass
+    rep = mtcheck.check(lambda x: _BothMaxPool.apply(bn(x)), tied)
+    assert rep.verdict is mtcheck.Verdict.UNKNOWN, rep.explain()
+    assert "exact kernel vector" in rep.reasons["budget"]
+
+
+def test_certificate_of_enclosed_tie_rows_is_checked():
+    """The checker's side of enclosed tie rows: the nonzero row must have an entry whose enclosure
+    excludes 0, radii are nonnegative, and A_radius widens the residual (never in exact mode, never
+    in a kernel claim)."""
+    import torch.nn as nn
+
+    bn = nn.BatchNorm2d(1).double().eval()
+    bn.running_var.fill_(3.0)
+    tied = torch.tensor([[[[2.0, 1.0], [2.0, -1.0]]]], dtype=torch.float64)
+    cert = mtcheck.check(lambda x: _LastMaxPool.apply(bn(x)), tied).certificate
+    assert verify(cert).ok
+    wide = copy.deepcopy(cert)
+    r = wide["nonzero_tie_row_radius"]
+    m = wide["nonzero_tie_row"]
+    r["den"], r["num"] = m["den"], [abs(v) for v in m["num"]]          # |mid| <= rad everywhere
+    assert not verify(wide).ok and "excludes 0" in verify(wide).reason
+    neg = copy.deepcopy(cert)
+    neg["tie_rows"]["A_radius"]["num"][0] = -1
+    assert not verify(neg).ok
+    big = copy.deepcopy(cert)
+    big["tie_rows"]["A_radius"]["num"] = [v * (1 << 80) + 1 for v in big["tie_rows"]["A"]["num"]]
+    assert not verify(big).ok                                         # the residual bound now exceeds tol
+    exact = copy.deepcopy(cert)
+    exact["tolerance"] = None
+    assert not verify(exact).ok
+    forged = copy.deepcopy(cert)
+    forged["verdict"], forged["witness"] = "NOT_ASSOCIATED", {"output": 0, "t": {"den": 1, "num": [1, 0, 1, 0]},
+                                                              "columns": None}
+    assert not verify(forged).ok and "A_radius" in verify(forged).reason
+
+
+class _LastMaxPool(torch.autograd.Function):
+    """2x2 max-pool of one 2x2 window whose backward gives the gradient to the last maximal entry."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        flat = x.flatten(-2)
+        hit = flat == flat.amax(dim=-1, keepdim=True)
+        last = hit.shape[-1] - 1 - hit.flip(-1).int().argmax(dim=-1, keepdim=True)
+        out = torch.zeros_like(flat).scatter(-1, last, 1.0)
+        return (g.flatten(-2) * out).reshape(x.shape)
+
+
+class _BothMaxPool(torch.autograd.Function):
+    """The same window; every tied entry gets the full gradient (the bug class of cuDNN/Theano)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x == x.amax(dim=(-1, -2), keepdim=True)).to(g.dtype)
 
 
 def test_structural_keys_move_with_values_and_never_go_stale():

@@ -278,15 +278,17 @@ def test_batchnorm2d_training_float32_with_relu_ties_is_decided():
     assert rep.pattern.n_ties > 0, rep.explain()              # the zeros tie at the first ReLU
 
 
-def test_batchnorm2d_training_ties_after_the_norm_are_not_decided_yet():
+def test_batchnorm_training_ties_after_the_norm_are_decided_from_enclosed_rows():
     # a ReLU tie right after the norm (x equal to its channel's batch mean) has the derivative row
-    # rstd * (e_i - 1/n): irrational, and the checker decides tangent spaces from exact tie rows
-    # only (mtcheck/certify.py: tie_matrix): UNKNOWN, never a pass
+    # rstd * (e_i - 1/n): irrational; its enclosure excludes 0 at column i, which proves
+    # T(x) != R^n, and PyTorch's relu'(0) = 0 is the exact model's choice (Y = 0)
+    from mtcheck.certificate import verify
+
     model = nn.Sequential(nn.BatchNorm1d(2), nn.ReLU()).float().train()
     x = torch.tensor([[1.0, 2.0], [-1.0, 0.0], [0.0, -1.0], [0.0, -1.0]])   # channel means 0
     rep = mtcheck.check(model, x)
-    assert rep.verdict is Verdict.UNKNOWN, rep.explain()
-    assert "enclosed tie rows" in rep.explain()
+    assert rep.verdict is Verdict.ASSOCIATED, rep.explain()
+    assert "nonzero_tie_row_radius" in rep.certificate and verify(rep.certificate).ok
 
 
 # ---------------------------------------------------------------- mutants

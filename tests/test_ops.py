@@ -122,3 +122,31 @@ def test_supported_ops_lists_the_registry():
     for op in ("aten.relu.default", "aten.max_pool2d_with_indices.default", "aten.convolution.default",
                "aten.gt.Tensor", "aten.clamp.Tensor", "aten.adaptive_max_pool2d.default"):
         assert op in ops
+
+
+_RULE_MODULES = ["arith", "index", "linalg", "nonsmooth", "pooling", "refused", "sorting", "activations", "losses",
+                 "norms", "scatter", "extra", "extra_index", "smooth", "attention", "special", "steps",
+                 "linalg_enclosed", "misc_smooth"]
+
+
+def test_rule_registry_does_not_depend_on_import_order():
+    """Importing any rule module first (a test module, a corpus replay or a user's import does)
+    gives the same registry as the package's own order: once "two rules for aten.convolution"
+    when mtcheck.ops.extra came first, and a replay in one xdist worker saw "two rules for aten.log"."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import importlib, json, sys\n"
+             "first = sys.argv[1]\n"
+             "if first: importlib.import_module('mtcheck.ops.' + first)\n"
+             "from mtcheck import ops\n"
+             "names = ops.supported_ops()\n"
+             "print(json.dumps({n: type(getattr(ops._RULES[n], 'base', ops._RULES[n])).__module__ for n in names}))\n")
+    ref = json.loads(subprocess.run([sys.executable, "-c", probe, ""], capture_output=True, text=True,
+                                    check=True).stdout)
+    for mod in _RULE_MODULES:
+        out = subprocess.run([sys.executable, "-c", probe, mod], capture_output=True, text=True)
+        assert out.returncode == 0, (mod, out.stderr[-400:])
+        got = json.loads(out.stdout)
+        assert got == ref, (mod, {n: (ref.get(n), got.get(n)) for n in set(ref) | set(got) if ref.get(n) != got.get(n)})

@@ -174,3 +174,10 @@ def _load() -> None:
     from . import steps  # noqa: F401  (step functions away from their jumps)
     from . import linalg_enclosed  # noqa: F401  (slogdet, matrix exponential, Cholesky, enclosed)
     from . import misc_smooth  # noqa: F401  (safe softmax, softmax backward, logcumsumexp, glu, soft margin)
+
+
+# The registry is filled in one fixed order whenever the package is imported: importing any rule
+# module first (``import mtcheck.ops.extra``) runs this before that module's own body, so
+# ``register_new`` (register unless an earlier module has the name) always sees the same earlier
+# modules, and no import order can give "two rules" or a different rule for a name.
+_load()

@@ -484,13 +484,15 @@ def _float_strategy(ref, depths, grid_bits, max_abs, with_result):
 
 
 def both_tie_kinds(program, *, shape=None, dtype=None, grid_bits: int = 2, max_abs: float = 2,
-                   kinds=("structured", "exact tie", "float-only tie")):
+                   kinds=("structured", "exact tie", "float-only tie"), max_seconds: float = 20.0):
     """Inputs of three kinds, never rejected: a structured input as drawn, one moved onto an
     exact tie of a drawn layer (``deep_ties``' synthesis), or onto a float-only tie of a drawn
     layer (:func:`float_tie`); a miss keeps the structured input. Yields ``(tensor, kind)`` with
     kind ``"structured"``, ``"exact tie"`` or ``"float-only tie"`` (the kind asked for; what the
     input really has is in the check's report: :func:`layer_tie_kinds`). ``kinds`` restricts the
-    kinds drawn."""
+    kinds drawn; ``max_seconds`` bounds one float-only search (:func:`float_tie`)."""
+    if not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
     from ._gen import _ProgramRef
 
     ref = _ProgramRef(program, shape, dtype)
@@ -516,7 +518,7 @@ def both_tie_kinds(program, *, shape=None, dtype=None, grid_bits: int = 2, max_a
         if kind == "exact tie":
             r = synthesize(prog, x, [Target(prog.nonsmooth[d - 1])], seed=seed)
         else:
-            r = float_tie(prog, x, Target(prog.nonsmooth[d - 1]), seed=seed)
+            r = float_tie(prog, x, Target(prog.nonsmooth[d - 1]), seed=seed, max_seconds=max_seconds)
         _event(f"{kind} at depth {d}: {'hit' if r.ok else 'miss'}")
         if not r.ok or r.input is None:
             return x, "structured"

@@ -235,6 +235,28 @@ def test_both_tie_kinds_yields_the_kind_asked_for():
     assert "float-only tie" in seen
 
 
+def test_both_tie_kinds_bounds_each_float_search_and_the_campaign_uses_a_short_bound(monkeypatch):
+    """A float-only search that misses costs its whole time budget: 20 s by default, which on the
+    residual BN model was a third of the demo's minute; the campaign passes a short bound."""
+    import mtcheck.float_ties as ft
+    from mtcheck import campaign
+
+    with pytest.raises(ValueError, match="max_seconds"):
+        ft.both_tie_kinds(_mlp(), shape=(1, 8), dtype=torch.float32, max_seconds=0)
+    asked = []
+    real = ft.float_tie
+    monkeypatch.setattr(ft, "float_tie", lambda *a, **k: asked.append(k["max_seconds"]) or real(*a, **k))
+
+    @settings(max_examples=3, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(campaign.case_strategy("zoo:lenet-f32", campaign.Config(targets=["zoo:lenet-f32"], corpus="unused")))
+    def run(case):
+        pass
+
+    run()
+    assert asked and set(asked) == {campaign.FLOAT_TIE_SECONDS} and campaign.FLOAT_TIE_SECONDS <= 5
+
+
 def test_both_tie_kinds_on_a_program_with_python_branches_draws_structured_inputs():
     """Deep-tie synthesis needs a branch-free program; on one that branches in Python (the zoo's
     paper-boustany) the strategy falls back to its structured inputs instead of raising (a

@@ -478,13 +478,19 @@ def _run_batch(target, cfg: Config, strategy, rng, put, wid, stopped=lambda: Fal
         put(("layers", wid, target, _layer_kinds(rep)))
         found = finding_of(rep, lambda: forward_reverse_differ(prog, inputs, rep,
                                                               _with_wrt(opts, cfg, prog).get("wrt")))
-        if found is not None and (not first or first[0] == found[0]):
-            if not first:
-                first[:] = [found[0], time.time()]
-            payload = {"verdict": found[0], "target": target, "ref": ref, "prog": prog,
-                       "inputs": inputs, "report": rep, "ops": found[1]}
-            seen[_example_key(case)] = payload
-            raise _Found(payload)
+        if found is None:
+            return
+        payload = {"verdict": found[0], "target": target, "ref": ref, "prog": prog,
+                   "inputs": inputs, "report": rep, "ops": found[1]}
+        if first and first[0] != found[0]:
+            # another kind, met while shrinking the batch's first finding: saved as it was found
+            # (not shrunk: shrinking keeps to one kind), never dropped
+            put(("finding", wid, target, found[0], found[1], _serial_case(payload, cfg)))
+            return
+        if not first:
+            first[:] = [found[0], time.time()]
+        seen[_example_key(case)] = payload
+        raise _Found(payload)
 
     prop = seed(rng.getrandbits(64))(prop)
     try:

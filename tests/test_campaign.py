@@ -103,3 +103,34 @@ def test_default_targets_run_without_errors(tmp_path):
     stats = json.loads((corpus / "stats.json").read_text())
     assert stats["errors"] == {}
     assert stats["checks"] >= 60
+
+
+def test_a_second_finding_kind_met_while_shrinking_is_saved_not_dropped(monkeypatch):
+    """Shrinking keeps to the batch's first finding kind; another kind it meets on the way was
+    counted in the verdict table but never saved (the demo showed a SMOOTH_WRONG of index_reduce
+    that way). It is now put as a finding of its own, as found."""
+    import random
+
+    import torch
+    from hypothesis import strategies as st
+
+    import mtcheck
+    from mtcheck import campaign
+
+    def kind(n):
+        return None if n == 0 else ("NOT_ASSOCIATED" if n % 2 == 0 else "SMOOTH_WRONG")
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(mtcheck, "check", lambda prog, *xs, **k: SimpleNamespace(n=prog, verdict=kind(prog)))
+    monkeypatch.setattr(campaign, "_summarize", lambda rep: ([], 0, ()))
+    monkeypatch.setattr(campaign, "_layer_kinds", lambda rep: [])
+    monkeypatch.setattr(campaign, "finding_of", lambda rep, confirm=None: None if rep.verdict is None
+                        else (rep.verdict, ["op"]))
+    monkeypatch.setattr(campaign, "_serial_case", lambda p, cfg: {"n": p["report"].n})
+    strategy = st.integers(0, 10_000).map(lambda n: (n, (torch.tensor([float(n)]),), f"prog{n}"))
+    msgs = []
+    cfg = campaign.Config(targets=["t"], corpus="unused", batch=30)
+    campaign._run_batch("t", cfg, strategy, random.Random(1), msgs.append, 0)
+    kinds = {m[3] for m in msgs if m[0] == "finding"}
+    assert kinds == {"NOT_ASSOCIATED", "SMOOTH_WRONG"}, [m for m in msgs if m[0] == "finding"]

@@ -146,8 +146,10 @@ class AddMM(Rule):
         c, a, b = _obj(args[0]), _obj(args[1]), _obj(args[2])
         beta, alpha = self._ab(ctx, kwargs)
         g = {}
-        if isinstance(args[0], np.ndarray) and beta != 0:
-            g[0] = unbroadcast(cot * beta, c.shape)
+        if isinstance(args[0], np.ndarray) and beta != 0 and _live(ctx, 0):
+            # (a constant bias gets no cotangent: summing one over a (B, rows, features) batch was
+            # the largest cost of a transformer's feed-forward layer)
+            g[0] = unbroadcast(cot * beta if beta != 1 else cot, c.shape)
         pc = cot * alpha if alpha != 1 else cot
         if ctx.op.startswith("aten.addbmm"):
             Bn = cot.shape[0]

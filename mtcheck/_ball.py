@@ -110,6 +110,54 @@ def _scalar_ball(v):
 _CACHE: dict = {}     # id(exact object array) -> (the array, its Ball)
 
 
+_ROOT_SOURCES: dict = {}     # id(memory owner) -> (owner, the constant, its float64 values)
+
+
+def _float_view_of_constant(x: np.ndarray, sources: dict):
+    """The float64 values of a view (``w.T``, a slice) of an exact constant known by its float64
+    values, as the same view of those floats, or None. Object and float64 items are both 8 bytes,
+    so the view's byte offset and strides apply to the floats unchanged. (Views are new objects at
+    every call: each product of a transformer's weights with an enclosure converted them again,
+    element by element.)"""
+    if x.size < 256 or not isinstance(x.base, np.ndarray):
+        return None
+    root = x.base
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    src = _ROOT_SOURCES.get(id(root))
+    if src is None or _ROOT_SOURCES.get("n") != len(sources):
+        # numpy points every view at the memory's owner, so a view of a constant (itself often a
+        # reshaped view) is matched to it by the owner: the index is rebuilt when sources change
+        _ROOT_SOURCES.clear()
+        for e, fl in list(sources.values()):
+            o = e
+            while isinstance(o.base, np.ndarray):
+                o = o.base
+            _ROOT_SOURCES[id(o)] = (o, e, fl)
+        _ROOT_SOURCES["n"] = len(sources)
+        src = _ROOT_SOURCES.get(id(root))
+    if src is None or src[0] is not root:
+        return None
+    _, r, fl = src
+    src = (r, fl)
+    if r.dtype != object or r.itemsize != 8 or not r.flags.c_contiguous:
+        return None
+    f = np.ascontiguousarray(src[1], dtype=np.float64).reshape(-1)
+    if f.size != r.size:
+        return None
+    off = x.__array_interface__["data"][0] - r.__array_interface__["data"][0]
+    if off < 0:
+        return None
+    if off % 8:
+        return None
+    lo = off // 8 + sum(min(0, (n - 1) * st) for n, st in zip(x.shape, x.strides)) // 8
+    hi = off // 8 + sum(max(0, (n - 1) * st) for n, st in zip(x.shape, x.strides)) // 8
+    if lo < 0 or hi >= f.size:
+        return None
+    return np.lib.stride_tricks.as_strided(f[off // 8:], shape=x.shape, strides=x.strides, writeable=False) \
+        if all(st >= 0 for st in x.strides) else None
+
+
 def to_ball(x) -> "Ball":
     """Any exact operand (or a Ball) as a Ball: exact floats and integers get radius 0."""
     if isinstance(x, Ball):
@@ -138,6 +186,9 @@ def to_ball(x) -> "Ball":
             src = _FLOAT_SOURCE.get(id(x))
             if src is not None and src[0] is x:
                 return ball(src[1])             # an exact constant known by its float64 values
+            view = _float_view_of_constant(x, _FLOAT_SOURCE)
+            if view is not None:
+                return ball(view)               # a view of one (``w.T``): the same view of its floats
             hit = _CACHE.get(id(x))
             if hit is not None and hit[0] is x:
                 return hit[1]
@@ -478,8 +529,38 @@ def einsum(subscripts, a, b) -> "Ball":
     return _wrap(z, np.where(acc > 0, up(acc) + k * ETA, 0.0))
 
 
+def _is_zero_scalar(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating, flint.fmpq, flint.fmpz))
+            and not isinstance(v, (bool, np.bool_)) and v == 0) or (isinstance(v, Ball) and v.ndim == 0
+                                                                  and v.view(np.ndarray)[()] == 0)
+
+
+def _where_zero(args, kwargs):
+    """``where(cond, b, 0)`` / ``where(cond, 0, b)`` for a Ball b without structural keys, as the
+    product of b's storage with a 0/1 float mask: exact (mid and radius times 1.0 or 0.0), and an
+    order of magnitude faster than numpy's where on complex storage (2.2 s for a (1024, 16, 2048)
+    cotangent masked by a relu). None when it does not apply."""
+    if kwargs or len(args) != 3 or not isinstance(args[0], np.ndarray) or args[0].dtype != bool:
+        return None
+    cond, x, y = args
+    if isinstance(x, Ball) and _is_zero_scalar(y) and x.ndim > 0:
+        b, mask = x, cond
+    elif isinstance(y, Ball) and _is_zero_scalar(x) and y.ndim > 0:
+        b, mask = y, ~cond
+    else:
+        return None
+    if keys_of(b) is not None or b.size < 65536:
+        return None
+    out = b.view(np.ndarray) * mask.astype(np.float64)
+    return out.view(Ball)
+
+
 def _passthrough(func, args, kwargs):
     """Run a data-movement numpy function on the complex storage, every operand a Ball."""
+    if func is np.where:
+        fast = _where_zero(args, kwargs)
+        if fast is not None:
+            return fast
     def conv(v):
         if isinstance(v, Ball):
             return v.view(np.ndarray)

@@ -102,7 +102,7 @@ def _ints(num, what: str, length: int) -> list:
         _fail(f"{what}.num must be a list of integers, got {type(num).__name__}")
     if len(num) != length:
         _fail(f"{what}.num has {len(num)} entries, expected {length}")
-    if not all(type(v) is int for v in num):
+    if not set(map(type, num)) <= {int}:             # (bool is not int here: type(True) is bool)
         j = next(j for j, v in enumerate(num) if type(v) is not int)
         _fail(f"{what}.num[{j}] = {_short(num[j])!r} is not an integer")
     return list(num)

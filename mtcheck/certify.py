@@ -216,7 +216,7 @@ class QMat:
 
     def encode(self) -> dict:
         flat = self.ints.ravel().tolist()
-        if not all(type(v) is int for v in flat):
+        if not set(map(type, flat)) <= {int}:
             flat = [int(v) for v in flat]
         d = {"den": int(self.den), "num": flat}
         if self.ints.ndim == 2:

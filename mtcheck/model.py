@@ -249,7 +249,16 @@ class ExactModel:
             # rather than convert fixed point to balls midway
             from ._ball import to_ball
 
-            return self._reverse(ev, wrt, {r: to_ball(np.asarray(c, dtype=object)) for r, c in seeds.items()}, B)
+            balls = {r: to_ball(np.asarray(c, dtype=object)) for r, c in seeds.items()}
+            step = self._row_chunk(ev, B)
+            if step >= B:
+                return self._reverse(ev, wrt, balls, B)
+            # rows are independent: in chunks whose largest cotangent stays below glibc's mmap
+            # threshold, so freed buffers are reused instead of every large array faulting in fresh
+            # pages (a (1024, 16, 2048) enclosure cost 2 s of page faults per operation here)
+            parts = [self._reverse(ev, wrt, {r: c[i:i + step] for r, c in balls.items()}, min(step, B - i))
+                     for i in range(0, B, step)]
+            return np.concatenate(parts, axis=0)
         try:
             fs = {r: from_exact(np.asarray(c, dtype=object)) for r, c in seeds.items()}
             fd = [(i, d, from_exact(np.asarray(w, dtype=object))) for i, d, w in disc_seeds]
@@ -261,6 +270,13 @@ class ExactModel:
             seeds = {r: np.asarray(c, dtype=object) for r, c in seeds.items()}
             disc_seeds = [(i, d, np.asarray(w, dtype=object)) for i, d, w in disc_seeds]
             return self._reverse(ev, wrt, seeds, B, disc_seeds, fixed=False)
+
+    _CHUNK_ENTRIES = 1 << 20     # complex128 entries of the largest cotangent of one chunk: 16 MB
+
+    def _row_chunk(self, ev: Evaluation, B: int) -> int:
+        """Rows per reverse chunk so that (rows x the largest value's size) stays under 16 MB."""
+        big = max((int(np.size(v)) for v in ev.values.values() if isinstance(v, np.ndarray)), default=1)
+        return max(1, min(B, self._CHUNK_ENTRIES // max(big, 1)))
 
     def reverse_parts(self, ev: Evaluation, wrt: list, seeds: dict, B: int, disc_seeds=(), count=None, first=None):
         """The reverse pass once per word-size prime (numpy residues, :class:`~mtcheck._fixed.Mod`):

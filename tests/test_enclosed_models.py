@@ -184,3 +184,41 @@ def test_equal_inputs_of_different_channels_are_not_proven_equal():
     y = _keyed(ball(np.array([[[1.0], [1.0]]]), 1e-3), x, 2)
     k = keys_of(y)
     assert k[0, 0, 0] != k[0, 1, 0]
+
+
+def test_a_view_of_a_float_sourced_constant_becomes_a_ball_by_its_floats():
+    """``w.T`` and slices of a weight converted from floats take the same view of those floats
+    (no element-by-element conversion); the values are the exact ones, radius 0."""
+    import numpy as np
+
+    from mtcheck import _ball
+    from mtcheck._exact import from_floats
+    from mtcheck._fixed import _FLOAT_SOURCE
+
+    f = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32).astype(np.float64)
+    ex = from_floats(f)
+    _FLOAT_SOURCE[id(ex)] = (ex, f)
+    for v in (ex.T, ex[3:40], ex[:, 5:30], ex.T[2:10], ex[::2]):
+        assert _ball._float_view_of_constant(v, _FLOAT_SOURCE) is not None, v.shape
+        b = _ball.to_ball(v)
+        ref = np.array([float(t) for t in v.ravel().tolist()]).reshape(v.shape)
+        assert np.array_equal(b.mid, ref) and not b.rad.any(), v.shape
+    other = from_floats(f)                                   # not registered: the slow path, same values
+    assert _ball._float_view_of_constant(other.T, _FLOAT_SOURCE) is None
+
+
+def test_reverse_mode_on_enclosures_in_row_chunks_gives_the_same_jacobian(monkeypatch):
+    """The enclosed reverse pass runs in row chunks (rows are independent) so large cotangents reuse
+    memory; any chunk size gives the same enclosed J_S and verdict."""
+    from mtcheck.model import ExactModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.GELU(), torch.nn.Linear(16, 5),
+                              torch.nn.Softmax(dim=-1))
+    x = torch.tensor([[0.5, -1.0, 0.0, 0.25, 2.0, -0.5]])
+    whole = mtcheck.check(net, x)
+    monkeypatch.setattr(ExactModel, "_CHUNK_ENTRIES", 16)          # one or two rows per chunk
+    chunked = mtcheck.check(net, x)
+    assert whole.verdict is chunked.verdict is Verdict.SMOOTH_OK
+    assert whole.certificate["J_S"] == chunked.certificate["J_S"]
+    assert whole.certificate["J_S_radius"] == chunked.certificate["J_S_radius"]

@@ -185,7 +185,8 @@ def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:
     return np.array(rows).reshape(m, n)
 
 
-def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: bool = True) -> Linearity:
+def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: bool = True,
+                    normwise: bool = False) -> Linearity:
     """Is the reverse pass linear in its cotangent?
 
     Zero, negation and doubling are exact in binary floating point for a linear
@@ -193,7 +194,12 @@ def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: boo
     compared exactly; additivity involves rounded sums, so it is compared with
     the tolerance ``tol`` (float64's when the forward is exact). With ``exact_scaling``
     False (float16/bfloat16, whose backward passes reach subnormals, where doubling
-    rounds) scaling is compared with the tolerance too.
+    rounds) scaling is compared with the tolerance too. With ``normwise`` (float16/bfloat16)
+    additivity is compared against the size of the gradient vectors (``rtol * (||lhs||_inf +
+    ||rhs||_inf)``) instead of each coordinate's: a low-precision backward rounds relative to the
+    cotangents inside it, which can be far larger than a coordinate they cancel to, while a real
+    nonlinearity (a rule of ``g*|g|``, one that ignores its gradient) is off by the size of the
+    vectors themselves.
     """
     m = J.shape[0]
     if m == 0:
@@ -226,7 +232,9 @@ def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: boo
     rows = J.T @ u
     for lhs, rhs, what in ((guv, gu + gv, "vjp(u+v) vs vjp(u)+vjp(v)"), (gu, rows, "vjp(u) vs sum_i u_i vjp(e_i)")):
         rtol, atol = tol
-        bad = np.abs(lhs - rhs) > atol + rtol * np.abs(rhs)
+        scale = rtol * (np.abs(lhs).max(initial=0.0) + np.abs(rhs).max(initial=0.0)) if normwise else \
+            rtol * np.abs(rhs)
+        bad = np.abs(lhs - rhs) > atol + scale
         if bad.any():
             i = int(np.nonzero(bad)[0][0])
             cert = None

@@ -156,11 +156,9 @@ def test_mha_end_to_end(need_weights):
 @pytest.mark.parametrize("act", ["relu", "gelu"])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_transformer_layer_end_to_end(dtype, act, norm_first):
-    if norm_first and dtype == torch.float32:
-        # the zero token's layer norm has rstd = 1/sqrt(1e-5) ~ 316: PyTorch's float32 backward is then
-        # linear in the cotangent only to ~5e-5 absolute, just outside the checker's linearity tolerance
-        # (rtol 1.3e-6, atol 1e-5): the verdict is NONLINEAR_VJP for some random cotangent pairs
-        pytest.xfail("float32 pre-norm at a zero token: NONLINEAR_VJP from the checker's float32 linearity tolerance")
+    # (float32 pre-norm: the zero token's layer norm has rstd = 1/sqrt(1e-5) ~ 316, so PyTorch's float32
+    # backward is additive only to ~5e-5 at coordinates that cancel; compared coordinate by coordinate
+    # that was NONLINEAR_VJP, compared against the size of the gradient vectors it is rounding)
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(16, 2, 32, activation=act, norm_first=norm_first,
                                              batch_first=True).eval().to(dtype)

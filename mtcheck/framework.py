@@ -194,7 +194,7 @@ def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: boo
     compared exactly; additivity involves rounded sums, so it is compared with
     the tolerance ``tol`` (float64's when the forward is exact). With ``exact_scaling``
     False (float16/bfloat16, whose backward passes reach subnormals, where doubling
-    rounds) scaling is compared with the tolerance too. With ``normwise`` (float16/bfloat16)
+    rounds) scaling is compared with the tolerance too. With ``normwise`` (tolerance mode)
     additivity is compared against the size of the gradient vectors (``rtol * (||lhs||_inf +
     ||rhs||_inf)``) instead of each coordinate's: a low-precision backward rounds relative to the
     cotangents inside it, which can be far larger than a coordinate they cancel to, while a real

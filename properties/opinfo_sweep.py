@@ -447,11 +447,13 @@ def sweep_op(op, *, samples: int = 2, strategies=STRATEGIES, budget: float = 4.0
                     rec["sample"] = i
                     row["checks"].append(rec)
                 for st in ("fine", "positive", "raw"):
-                    if any(c["outcome"] == "verdict" for c in row["checks"] if c["sample"] == i):
+                    if any(c.get("verdict") in DECIDED for c in row["checks"] if c["sample"] == i):
                         break
-                    # no tie strategy gave a verdict: the op rejects the input (a singular matrix, a
-                    # zero divisor), or mtcheck refuses it there (a logarithm of 0, a step function on
-                    # its jumps): the sample on a fine grid, then with positive values, then as drawn
+                    # no tie strategy gave a decided verdict: the op rejects the input (a singular
+                    # matrix, a zero divisor), mtcheck refuses it there (a logarithm of 0, a step
+                    # function on its jumps), or an enclosure left a case UNKNOWN (an eigenvector
+                    # entry that is 0 under abs): the sample on a fine grid, then with positive
+                    # values, then as drawn
                     rec = check_one(b, st)
                     rec["sample"] = i
                     row["checks"].append(rec)

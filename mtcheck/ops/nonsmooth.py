@@ -128,6 +128,9 @@ class Threshold(Rule):
 
 @register("aten.abs.default", "aten.abs_.default")
 class Abs(Rule):
+    # enclosed values: the case (the sign) is decided by the enclosure or Undecided (UNKNOWN naming
+    # the node), as for relu; OpInfo's eigh wrapper takes |V| of the eigenvectors
+    balls = True
     nonsmooth = True
 
     def forward(self, ctx, args, kwargs):

@@ -60,7 +60,10 @@ def vjp(tr: Trace, wrt: list, cot: np.ndarray) -> np.ndarray:
                                     allow_unused=True)
     except (RuntimeError, NotImplementedError) as e:
         _no_derivative(tr, e)
-        raise
+        from .errors import CheckInputError
+
+        raise CheckInputError(f"PyTorch's backward pass raised {type(e).__name__}: {str(e).splitlines()[0][:300]}; "
+                              "there is no framework gradient to check") from None
     return np.concatenate([_dense(g, x) for g, x in zip(grads, ins)])
 
 

@@ -155,3 +155,15 @@ def test_an_output_pytorch_does_not_differentiate_matters_only_when_used():
     assert rep.verdict is Verdict.SMOOTH_WRONG and any("output 1 is a constant to autograd" in n for n in rep.notes)
     rep = mtcheck.check(lambda x: torch.nn.functional.layer_norm(x, [3]), x)
     assert rep.verdict is Verdict.SMOOTH_OK and not any("autograd" in n for n in rep.notes)
+
+
+def test_a_backward_that_raises_in_pytorch_is_a_documented_error():
+    """PyTorch refuses some derivatives with its own RuntimeError (linalg.qr with mode='r': "the
+    derivative depends on Q"): the user gets a CheckInputError saying so, not a raw RuntimeError."""
+    import torch
+
+    import mtcheck
+
+    a = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(mtcheck.CheckInputError, match="PyTorch's backward pass raised RuntimeError"):
+        mtcheck.check(lambda x: torch.linalg.qr(x, mode="r")[1], a)

@@ -176,6 +176,7 @@ def _load() -> None:
     from . import misc_smooth  # noqa: F401  (safe softmax, softmax backward, logcumsumexp, glu, soft margin)
     from . import linalg_eigh  # noqa: F401  (symmetric eigendecomposition, enclosed)
     from . import linalg_svd  # noqa: F401  (singular value decomposition, enclosed)
+    from . import linalg_qr  # noqa: F401  (QR decomposition, enclosed)
 
 
 # The registry is filled in one fixed order whenever the package is imported: importing any rule

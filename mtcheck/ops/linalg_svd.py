@@ -40,7 +40,13 @@ def _svd_one(a2, rec_vh):
     m, n = a2.shape
     tall = m >= n
     a = a2 if tall else np.swapaxes(a2, 0, 1)
-    g = np.matmul(np.swapaxes(a, 0, 1), a)                        # the smaller Gram matrix
+    g = np.matmul(np.swapaxes(a, 0, 1), a)      # the smaller Gram matrix (exact for exact inputs)
+    if not isinstance(g, Ball):
+        from .linalg_qr import _exact_rank
+
+        if _exact_rank(g) < g.shape[0]:
+            raise NotModelled("a singular value is exactly zero (the matrix has not full rank): the singular "
+                              "vectors are not continuous there")
     lam, V = _eig_one(to_ball(g), None)
     k = lam.shape[0]
     order = list(range(k))[::-1]                                       # descending
@@ -50,7 +56,7 @@ def _svd_one(a2, rec_vh):
         raise NotModelled("a singular value is zero (or too close to tell): the singular vectors are not "
                           "continuous there")
     s = apply(lambda v: v.sqrt(), lam)
-    U = np.matmul(a, V) / s[None, :]
+    U = np.matmul(to_ball(a), V) / s[None, :]
     if not tall:
         U, V = V, U                                                    # of A: swap the roles back
     if rec_vh is not None:
@@ -86,7 +92,7 @@ class Svd(Rule):
         S = ball(np.zeros(a.shape[:-2] + (k,)))
         V = ball(np.zeros(a.shape[:-2] + (n, k)))
         for idx in np.ndindex(*a.shape[:-2]):
-            u1, s1, v1 = _svd_one(to_ball(a[idx] if idx else a), None if rec_vh is None else rec_vh[idx])
+            u1, s1, v1 = _svd_one(a[idx] if idx else a, None if rec_vh is None else rec_vh[idx])
             U[idx], S[idx], V[idx] = u1, s1, v1
         ctx.aux["svd"] = (U, S, V)
         if not uv:

@@ -26,9 +26,9 @@ The method (every decision exact, in rationals; floats only rank candidates):
 
 Below float64 (real float32/float16/bfloat16 weights) :func:`_synthesize_float` is used
 instead: a float64 Newton on the replayed trace, exact rows by reverse mode, the exact
-lattice of solutions at the finest representable grid, and a search of that lattice in
-PyTorch's float forward (replayed op by op) for a point that ties there too; see the note
-above :data:`FLOAT_SEARCH_CANDIDATES`.
+lattice of solutions at the finest representable grid (coarser ones when it has no float
+tie), and a search of that lattice in PyTorch's float forward (replayed op by op) for a point
+that ties there too; see the note above :data:`FLOAT_SEARCH_CANDIDATES`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import torch
 import z3
 
 from ._exact import Q0, from_tensor, q, to_float, zeros
-from .model import ExactModel, NoReverse
+from .model import ExactModel, NoReverse, has_balls
 from .strata import SolverLimits, make_solver
 from .trace import prepare_inputs, trace
 
@@ -120,6 +120,9 @@ class Program:
         # (the same numbering as the report's pattern and mtcheck.coverage)
         ev = self.model.evaluate([from_tensor(leaves[0])])
         self.nonsmooth = [n.index for n in self.trace.nodes if ev.discs[n.index]]
+        # the layout of every node's discriminants (which entries each compares; a window's
+        # entries), read by the float64 stand-in for an exact evaluation of a seed (_seed_discs64)
+        self.ref_discs = ev.discs
 
     def evaluate(self, x_exact):
         return self.model.evaluate([np.asarray(x_exact, dtype=object).reshape(self.shape)])
@@ -498,18 +501,20 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
     targets = [t if isinstance(t, Target) else Target(*t) for t in targets]
     res = TieResult(x0, False)
     _STATS["requested"] += 1
-    if _has_enclosures(prog, x_seed):
-        # irrational values (an enclosed smooth op, eval batch norm): the lattice of exact solutions
-        # needs exact tie rows; the input is returned unmoved, with the reason
-        return _finish(res, "none", t0, "the program has enclosed (irrational) values upstream of its ties; "
-                                        "deep_ties solves for ties in exact rational arithmetic only")
     if _use_float_path(prog, method):
+        # (the float path checks for enclosures on its own evaluation of the program up to the
+        # deepest target: a whole-program evaluation only for that check costs as much as the
+        # synthesis of a shallow tie, and values downstream of the targets do not enter their rows)
         try:
             return _synthesize_float(prog, x0, targets, max_free=max_free, max_rounds=max(max_rounds, 10),
                                      seed=seed, res=res, t0=t0)
         except _NO_REVERSE:
             _STATS["float_path_fallback"] += 1
             res = TieResult(x0, False)
+    if _has_enclosures(prog, x_seed):
+        # irrational values (an enclosed smooth op, eval batch norm): the lattice of exact solutions
+        # needs exact tie rows; the input is returned unmoved, with the reason
+        return _finish(res, "none", t0, _ENCLOSED_REASON)
     method = "seed"
     fixed: dict = {}          # node -> Target (resolved, with group)
 
@@ -667,6 +672,10 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
             continue
         delta_cur, x_cur = d_star, x_star     # next round: re-linearize at the rational solution
     return _finish(res, method, t0, last_reason)
+
+
+_ENCLOSED_REASON = ("the program has enclosed (irrational) values upstream of its ties; "
+                    "deep_ties solves for ties in exact rational arithmetic only")
 
 
 def _has_enclosures(prog, x_seed) -> bool:
@@ -970,6 +979,19 @@ def _every_layer_once(prog: Program, x0, targets, **kw) -> TieResult:
 # The tie rows come from one exact reverse pass per target (cheap on wide inputs, where
 # forward mode along 48 directions is not), and the model is truncated after the deepest
 # target (nothing downstream decides whether the target ties).
+#
+# Where the time goes: an exact evaluation of a conv net costs hundreds of float replays
+# (VGG-style 3x32x32: ~0.3 s against ~1 ms), so a request does as few as it can. Two are
+# needed: one at the Newton point (the exact values and rows of the tie equation) and the one
+# _confirm does at the hit (with the fresh trace's float pattern). Everything else is float64
+# heuristics that only choose: the seed's ties and nearest elements (_seed_discs64, instead of
+# an exact evaluation of the seed), whether the lattice point is still in the pattern
+# (_near_kink64; a float-tied candidate that is not an exact tie brings the exact evaluation
+# back), and whether a float-tied candidate has a rounding branch elsewhere (_same_pattern64,
+# before the whole-program confirmation). The search combines only the kernel vectors that move
+# a direction the tie rows depend on, and when the finest lattice has no float tie it tries
+# coarser ones (:data:`_COARSE_KS`). Every success is still decided by _confirm: an exact
+# evaluation (the tie is 0 in rationals) and a fresh trace of PyTorch's float forward.
 
 FLOAT_SEARCH_CANDIDATES = 400       # lattice points tried in the float forward, per lattice
 FLOAT_SEARCH_SECONDS = 0.6          # and the time they may take
@@ -1099,9 +1121,9 @@ def _sub_disc(disc, sel):
                 disc.values[sel], disc.group[sel], disc.max_type, disc.negate, disc.branch)
 
 
-def _reverse_rows(model, ev, picks, dirs: Directions):
-    """Exact tangent rows (along the free directions) of the picked discriminant elements,
-    ``picks`` = [(node, disc, element)], by one exact reverse pass: a list of fmpq lists."""
+def _reverse_grads(model, ev, picks):
+    """Exact gradients with respect to every input coordinate of the picked discriminant elements,
+    ``picks`` = [(node, disc, element)], by one exact reverse pass: an object array (B, n)."""
     B = len(picks)
     seeds = []
     for b, (node, disc, i) in enumerate(picks):
@@ -1109,7 +1131,14 @@ def _reverse_rows(model, ev, picks, dirs: Directions):
         w[b, 0] = Q(1)
         seeds.append((node, _sub_disc(disc, [i]), w))
     g = model.reverse(ev, [0], {}, B, disc_seeds=seeds)          # (B, n)
-    g = np.asarray(g, dtype=object)
+    return np.asarray(g, dtype=object).reshape(B, -1)
+
+
+def _reverse_rows(model, ev, picks, dirs: Directions):
+    """Exact tangent rows (along the free directions) of the picked discriminant elements,
+    ``picks`` = [(node, disc, element)], by one exact reverse pass: a list of fmpq lists."""
+    B = len(picks)
+    g = _reverse_grads(model, ev, picks)
     out = []
     for b in range(B):
         row = [Q0] * dirs.s
@@ -1281,7 +1310,15 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
     # ties the targets do not ask for (constant patches tie every max-pool window over them):
     # the pattern-fixed model holds on one side of them only, and the lattice point of the
     # solution would fall on the other. Step to a generic dyadic point nearby first.
-    ev0 = model.evaluate([np.asarray(x_seed, dtype=object).reshape(prog.shape)])
+    # What the seed looks like (its ties, the elements nearest their kinks) only steers the choices
+    # below, so it is read from the float64 replay (_seed_discs64), not from an exact evaluation:
+    # on a deep target that evaluation cost as much as the rest of the synthesis. The exact
+    # rounds below evaluate exactly, and decide.
+    ev0 = _seed_discs64(prog, x_seed, last)
+    if ev0 is None:       # a layout the float64 stand-in does not read: the exact evaluation
+        ev0 = model.evaluate([np.asarray(x_seed, dtype=object).reshape(prog.shape)])
+        if has_balls(ev0):
+            return _finish(res, "none", t0, _ENCLOSED_REASON)
     wanted = {t.node for t in targets}
     if any(node_has_tie(ev0, nd) for nd in prog.nonsmooth if nd <= last and nd not in wanted):
         kj = min(kmax, max(k0 + 4, 8))
@@ -1291,6 +1328,8 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
             x_seed = jittered
             k0 = _grid_bits(x_seed.tolist())
             _STATS["float_path_jitter"] += 1
+            # (the elements are still chosen from the seed before the jitter: a tie there, e.g. in a
+            # window over a constant patch, is an element the jitter left within 2^-kj of its kink)
     # a float64 Newton on the replayed forward first (heuristic only, fast): the exact rounds
     # below then start within about 2^-kmax of the tie, where the pattern almost always holds
     try:
@@ -1303,10 +1342,15 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
         fixed.update(fixed_pre)
         _STATS["presolved"] += 1
     newton = 0
+    coarse_left = _COARSE_TRIES
     for rnd in range(max_rounds + 1):
         res.rounds = rnd + 1
         x_cur = dirs.apply(x_seed, delta_cur)
         ev = model.evaluate([np.asarray(x_cur, dtype=object).reshape(prog.shape)])
+        if has_balls(ev):
+            # irrational values upstream of a target (an enclosed smooth op, eval batch norm): the
+            # lattice of exact solutions needs exact tie rows; the input is returned unmoved
+            return _finish(res, "none", t0, _ENCLOSED_REASON)
         resolved, eqs, probes = [], [], []
         ok = True
         for t in targets:
@@ -1379,8 +1423,25 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
         if _representable(x_z.tolist(), dtype) is None:
             reason = f"the lattice point at 2^-{k} is not representable in {dtype}"
             break
-        ev_z = model.evaluate([np.asarray(x_z, dtype=object).reshape(prog.shape)])
-        if not all(_tied(ev_z, t) for t in resolved):
+        # Is z still in the pattern (an exact tie)? On a deep target the exact evaluation that says so
+        # costs as much as all the rest of the round, so when the float64 replay puts every target
+        # within rounding of its kink at z it is skipped: the search then runs at once, every
+        # float-tied candidate is decided by _confirm's exact evaluation, and the first candidate
+        # that is not an exact tie stops the search and brings the evaluation back (a heuristic
+        # choice of what to compute first, never a decision)
+        hit = None
+        if _near_kink64(prog, ev, resolved, x_z):
+            _STATS["lattice_eval_skipped"] += 1
+            hit = _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, res, rng, last,
+                                        rows=rows, stop_on_exact_miss=True)
+            if hit is True:
+                res.bits = k
+                res.ok = True
+                break
+        ev_z = None
+        if hit is None or hit is _EXACT_MISS:
+            ev_z = model.evaluate([np.asarray(x_z, dtype=object).reshape(prog.shape)])
+        if ev_z is not None and not all(_tied(ev_z, t) for t in resolved):
             # the solution left the pattern: the crossing on the segment (dyadic points only),
             # else Newton from the (dyadic) lattice point
             newton += 1
@@ -1403,12 +1464,21 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
             else:
                 delta_cur = d_z
             continue
-        hit = _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, res, rng, last)
-        if hit is True:
-            res.bits = k
-            res.ok = True
-            break
+        if hit is None or hit is _EXACT_MISS:
+            hit = _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, res, rng, last,
+                                        rows=rows)
+            if hit is True:
+                res.bits = k
+                res.ok = True
+                break
         reason = hit
+        if isinstance(hit, str) and hit.startswith("no lattice point") and coarse_left > 0:
+            # no float tie on the fine lattice: the same equations on coarser ones (see _COARSE_KS)
+            coarse_left -= 1
+            if _coarse_search(prog, model, dirs, x_seed, rows, abs_rhs, d_star, k, max(k0, 1), ev, resolved,
+                              probes, res, rng, last) is True:
+                res.ok = True
+                break
         if all(fc for _, _, _, _, fc in eqs):
             # these elements do not tie in the float forward near here: choose others
             _STATS["float_element_switch"] += 1
@@ -1433,6 +1503,44 @@ def _synthesize_float(prog: Program, x0: torch.Tensor, targets, *, max_free: int
 _KMAX_FLOAT = {torch.float32: 22, torch.float16: 10, torch.bfloat16: 7}
 
 
+# Coarser lattices tried (exponent k minus these) when the finest has no point that ties in the
+# float forward. A float forward that accumulates a dot product with fused multiply-adds (oneDNN's
+# direct convolution on LeNet's layers does, bias first) returns exactly 0.0 only when the exact
+# partial sum at its last rounding is itself a float, which inputs with 23 significant bits almost
+# never allow and inputs with 11 often do: on LeNet's first relu, 2/10 requests found a float tie
+# on the 2^-22 lattice and 9/10 on the 2^-10 one. A coarse lattice point is farther from the
+# rational solution, so it may leave the pattern: each is prechecked in float64 and decided by
+# _confirm, as on the fine lattice.
+_COARSE_KS = (8, 12)
+_COARSE_TRIES = 3     # rounds per synthesis that try them (where the fine lattice has no float tie)
+
+
+def _coarse_search(prog, model, dirs, x_seed, rows, abs_rhs, d_star, k, kmin, ev, resolved, probes, res, rng, last):
+    """The lattice search of :func:`_float_lattice_search` on the lattices 2^-(k - c), c in
+    :data:`_COARSE_KS` (not below ``kmin``): True when one ties in the float forward (confirmed),
+    else None."""
+    for c in _COARSE_KS:
+        kc = k - c
+        if kc < kmin:
+            break
+        z, K = lattice_basis(rows, abs_rhs, d_star, kc)
+        if z is None:
+            continue
+        x_z = dirs.apply(x_seed, [Q(int(v), 1 << kc) for v in z])
+        if _representable(x_z.tolist(), prog.dtype) is None or not _near_kink64(prog, ev, resolved, x_z):
+            continue
+        _STATS["coarse_searches"] += 1
+        hit = _float_lattice_search(prog, model, dirs, x_seed, z, K, kc, resolved, probes, res, rng, last,
+                                    rows=rows, stop_on_exact_miss=True)
+        if hit is True:
+            res.bits = kc
+            _STATS["coarse_hits"] += 1
+            return True
+        if hit is _EXACT_MISS:
+            break
+    return None
+
+
 def _float_ks(dtype, kmax):
     kf = _KMAX_FLOAT.get(dtype, kmax)
     return [kf, kmax] if kf > kmax else [kmax]
@@ -1454,6 +1562,148 @@ def _replay64(prog, x, upto):
     vals = _replay_float(prog.trace, x, upto, grad=torch.is_grad_enabled(), consts=_consts64(prog))
     vals[Ref("in", 0)] = x
     return vals
+
+
+@dataclass
+class _Disc64:
+    """A node's discriminants in float64 at one point, laid out as :class:`mtcheck.ops.Disc`
+    (``values``: float64; ``live``: the element may be effective, i.e. a window's winner is
+    nonzero). Heuristics only: it chooses elements, it decides nothing."""
+
+    label: str
+    a: int
+    idx_a: np.ndarray
+    b: int | None
+    idx_b: np.ndarray | None
+    const: object
+    values: np.ndarray
+    group: np.ndarray
+    max_type: bool
+    live: np.ndarray
+
+    def signs(self) -> np.ndarray:
+        return np.sign(self.values).astype(np.int8)
+
+
+class _Seed64:
+    """The float64 stand-in for an exact evaluation of a seed: ``discs[node]`` (see :func:`_seed_discs64`)."""
+
+    def __init__(self, discs):
+        self.discs = discs
+
+
+def _seed_discs64(prog, x_seed, last, vals=None):
+    """Every nonsmooth node's discriminants up to ``last`` at the exact point ``x_seed``, from the
+    float64 replay (or from the replayed values ``vals``), in the layout of the exact model's
+    discriminants at the program's reference input (elementwise ones compare fixed entries; a
+    window's entries are fixed, its winner is the maximum here). A :class:`_Seed64`, or None when
+    a layout is not one of those (the caller then evaluates exactly). It only steers choices:
+    whether to jitter, which element to solve for, which candidate to confirm first."""
+    from .trace import Ref
+
+    if getattr(prog, "ref_discs", None) is None:
+        return None
+    if vals is None:
+        try:
+            with torch.no_grad():
+                vals = _replay64(prog, torch.tensor(_floats(x_seed).astype(np.float64)).reshape(prog.shape), last)
+        except Exception:  # noqa: BLE001 - a program the float64 replay cannot run
+            return None
+
+    def arg(ref):
+        if isinstance(ref, Ref):
+            v = _consts64(prog)[ref.index] if ref.kind == "const" else vals[ref]
+        else:
+            v = ref
+        v = v.detach().to(torch.float64).numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
+        return v.reshape(-1)
+
+    discs = [[] for _ in range(last + 1)]
+    for nd in prog.nonsmooth:
+        if nd > last:
+            break
+        leaves = _node_leaves(prog.trace.nodes[nd])
+        for d in prog.ref_discs[nd]:
+            if d.a is None or d.idx_a is None:
+                return None
+            A = arg(leaves[d.a])
+            if not d.max_type:
+                if d.b is not None:
+                    other = arg(leaves[d.b])[np.asarray(d.idx_b)]
+                elif d.const is None:
+                    other = 0.0
+                else:
+                    other = _floats(d.const) if isinstance(d.const, np.ndarray) else float(d.const)
+                v = A[np.asarray(d.idx_a)] - other
+                discs[nd].append(_Disc64(d.label, d.a, d.idx_a, d.b, d.idx_b, d.const, v, d.group, False,
+                                         np.ones(v.shape, dtype=bool)))
+                continue
+            # a window: its entries from the reference layout, its winner the float64 maximum here
+            if d.b != d.a:
+                return None
+            grp = np.asarray(d.group)
+            counts = np.bincount(grp)
+            m = int(counts[0]) if counts.size else 0
+            if m < 2 or (counts != m).any():
+                return None                        # ragged or two-entry windows: the exact evaluation
+            order = np.argsort(grp, kind="stable")
+            ia = np.asarray(d.idx_a)[order].reshape(-1, m)
+            ib = np.asarray(d.idx_b)[order].reshape(-1, m)
+            if (ib == ib[:, :1]).all():
+                take_min = False
+                ent = np.concatenate([ib[:, :1], ia], axis=1)
+            elif (ia == ia[:, :1]).all():
+                take_min = True
+                ent = np.concatenate([ia[:, :1], ib], axis=1)
+            else:
+                return None
+            w = A[ent]
+            col = np.argmin(w, axis=1) if take_min else np.argmax(w, axis=1)
+            G = ent.shape[0]
+            win = ent[np.arange(G), col]
+            mask = np.ones(ent.shape, dtype=bool)
+            mask[np.arange(G), col] = False
+            oth = ent[mask].reshape(G, m)
+            g = np.repeat(np.arange(G), m)
+            winr = np.repeat(win, m)
+            othr = oth.reshape(-1)
+            if take_min:
+                discs[nd].append(_Disc64(d.label, d.a, winr, d.a, othr, None, A[winr] - A[othr], g, True,
+                                         A[winr] != 0))
+            else:
+                discs[nd].append(_Disc64(d.label, d.a, othr, d.a, winr, None, A[othr] - A[winr], g, True,
+                                         A[winr] != 0))
+    return _Seed64(discs)
+
+
+def _same_pattern64(prog, x: torch.Tensor, resolved) -> bool:
+    """Whether PyTorch's float forward at ``x`` takes the cases of the float64 replay at every
+    nonsmooth node, the targets' own elements aside: a rounding branch elsewhere makes _confirm
+    fail, after a whole exact evaluation; this filter costs two float replays. A heuristic (the
+    float64 replay stands in for exact arithmetic): it only chooses which candidates are worth
+    confirming; True when it cannot tell."""
+    from .trace import Ref
+
+    end = len(prog.trace.nodes) - 1
+    try:
+        with torch.no_grad():
+            v32 = _replay_float(prog.trace, x, end)
+        v32[Ref("in", 0)] = x
+        s32 = _seed_discs64(prog, None, end, vals=v32)
+        s64 = _seed_discs64(prog, from_tensor(x).ravel(), end)
+    except Exception:  # noqa: BLE001 - a program the replay cannot run: no filter
+        return True
+    if s32 is None or s64 is None:
+        return True
+    for nd in prog.nonsmooth:
+        mine = [t.group for t in resolved if t.node == nd]
+        for a, b in zip(s32.discs[nd], s64.discs[nd]):
+            keep = ~np.isin(a.group, mine) if mine else slice(None)
+            if not np.array_equal(np.sign(a.values[keep]), np.sign(b.values[keep])):
+                return False
+            if a.max_type and not np.array_equal(np.asarray(a.idx_b)[keep], np.asarray(b.idx_b)[keep]):
+                return False
+    return True
 
 
 def _presolve64(prog, ev0, x_seed, dirs, targets, last, kmax, max_iter=24):
@@ -1492,14 +1742,20 @@ def _presolve64(prog, ev0, x_seed, dirs, targets, last, kmax, max_iter=24):
                 continue
             A = leaf(vals, leaves[disc.a]).reshape(-1)
             Bt = leaf(vals, leaves[disc.b]).reshape(-1) if disc.b is not None else None
-            tied = _live_tied(prog.model, ev0, t.node, disc)
+            if isinstance(disc, _Disc64):
+                tied = np.nonzero((disc.values == 0) & disc.live)[0]
+            else:
+                tied = _live_tied(prog.model, ev0, t.node, disc)
             keep_tied = t.group is None and tied.size > 0
             if t.group is not None:
                 cand = np.nonzero(disc.group == t.group)[0]
             elif keep_tied:
                 cand = tied[:8]
             else:
-                nz = _live_untied(prog.model, ev0, t.node, disc)
+                if isinstance(disc, _Disc64):
+                    nz = np.nonzero((disc.values != 0) & disc.live)[0]
+                else:
+                    nz = _live_untied(prog.model, ev0, t.node, disc)
                 vf = np.abs(_floats(disc.values[nz]))
                 cand = nz[np.argsort(vf, kind="stable")[:8]]
             for i in cand.tolist():
@@ -1681,15 +1937,48 @@ class _Up:
         return self._model.evaluate([np.asarray(x_exact, dtype=object).reshape(self._prog.shape)])
 
 
-def _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, res, rng, last):
+_EXACT_MISS = "a float-tied lattice point was not an exact tie (the lattice point left the pattern)"
+
+
+def _near_kink64(prog, ev, resolved, x) -> bool:
+    """Whether the float64 replay puts every resolved target within rounding of its kink at the
+    exact point ``x`` (a heuristic for what to evaluate first; never a decision)."""
+    for t in resolved:
+        fn = _float64_target_fn(prog, ev, t)
+        if fn is None:
+            return False
+        try:
+            v = fn(x)
+        except Exception:  # noqa: BLE001 - a program the float64 replay cannot run
+            return False
+        if not abs(v) <= _NEAR_KINK64:
+            return False
+    return True
+
+
+_NEAR_KINK64 = 2.0 ** -40      # float64 rounding of an exact 0 is ~1e-15; leaving the pattern moves it far more
+
+
+def _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, res, rng, last, rows=None,
+                          stop_on_exact_miss=False):
     """Lattice points z + small kernel combinations, each a point of the exact tie (while the
     pattern holds); the first whose float forward ties every target, confirmed exactly and by
-    a fresh trace: True, else the reason (a string)."""
+    a fresh trace: True, else the reason (a string). With ``stop_on_exact_miss`` (the caller has
+    not evaluated z exactly), a float-tied candidate that is not an exact tie returns
+    :data:`_EXACT_MISS` at once.
+
+    Only the kernel vectors that move a free direction the tie ``rows`` depend on are combined:
+    the others change nothing upstream of the targets, so they only repeat a float outcome
+    already seen (on a conv layer most of the kernel is such vectors)."""
     dtype = prog.dtype
     xs64 = _floats(x_seed).astype(np.float64)
     w = dirs.weight.astype(np.float64)
     blk = dirs.block
     scale = float(1 << k)
+    if K and rows:
+        support = np.array([any(r[j] != 0 for r in rows) for j in range(dirs.s)], dtype=bool)
+        useful = [v for v in K if any(v[j] != 0 for j in np.flatnonzero(support).tolist())]
+        K = useful or K
     Karr = np.array(K, dtype=object) if K else np.zeros((0, dirs.s), dtype=object)
     zarr = np.array(z, dtype=object)
     small = Karr.size == 0 or max(abs(int(v)) for v in Karr.ravel().tolist()) < (1 << 40)
@@ -1730,6 +2019,9 @@ def _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, 
         _STATS["float_search_evals"] += 1
         if any(g != 0 for g in gaps):
             continue
+        if not _same_pattern64(prog, t, resolved):
+            _STATS["float_search_prefiltered"] += 1       # a rounding branch elsewhere, most likely
+            continue
         # a float tie: the point must be the exact lattice point and tie exactly
         x_ex = dirs.apply(x_seed, [Q(int(v), 1 << k) for v in cand_z.tolist()])
         if any(a != b for a, b in zip(from_tensor(t).ravel().tolist(), x_ex.tolist())):
@@ -1743,6 +2035,9 @@ def _float_lattice_search(prog, model, dirs, x_seed, z, K, k, resolved, probes, 
         if not all(res.exact):
             exact_left += 1
             reason = f"lattice points at 2^-{k} tied in float left the exact pattern"
+            if stop_on_exact_miss:
+                res.__dict__["float_candidates"] = tried
+                return _EXACT_MISS
         else:
             _STATS["float_probe_disagree"] += 1
     if not_rep and not_rep == tried:

@@ -77,7 +77,7 @@ def test_max_pool_over_enclosed_values():
     assert rep.certificate["tie_rows"]["A_radius"] is not None and verify(rep.certificate).ok
     # the full gradient to both tied entries is not associated, but its witness would be an exact
     # kernel vector of an irrational row: not built, so UNKNOWN with that reason, never a pass
-    rep = mtcheck.check(lambda x: _BothMaxPool.apply(bn(x)), tied)
+    rep = mtcheck.check(lambda x: zoo.MaxPool2dAllTies.apply(bn(x)), tied)
     assert rep.verdict is mtcheck.Verdict.UNKNOWN, rep.explain()
     assert "exact kernel vector" in rep.reasons["budget"]
 
@@ -130,19 +130,6 @@ class _LastMaxPool(torch.autograd.Function):
         out = torch.zeros_like(flat).scatter(-1, last, 1.0)
         return (g.flatten(-2) * out).reshape(x.shape)
 
-
-class _BothMaxPool(torch.autograd.Function):
-    """The same window; every tied entry gets the full gradient (the bug class of cuDNN/Theano)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return F.max_pool2d(x, 2)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x == x.amax(dim=(-1, -2), keepdim=True)).to(g.dtype)
 
 
 def test_structural_keys_move_with_values_and_never_go_stale():

@@ -177,6 +177,7 @@ def _load() -> None:
     from . import linalg_eigh  # noqa: F401  (symmetric eigendecomposition, enclosed)
     from . import linalg_svd  # noqa: F401  (singular value decomposition, enclosed)
     from . import linalg_qr  # noqa: F401  (QR decomposition, enclosed)
+    from . import linalg_pinv  # noqa: F401  (pseudo-inverse of full-rank matrices, exact)
 
 
 # The registry is filled in one fixed order whenever the package is imported: importing any rule

@@ -1,0 +1,55 @@
+"""torch.linalg.pinv of full-rank matrices, exact (mtcheck/ops/linalg_pinv.py)."""
+
+import pytest
+import torch
+
+import mtcheck
+from mtcheck import Verdict
+from mtcheck.certificate import verify
+
+
+def _m(rows, cols, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(rows, cols, dtype=dtype)
+
+
+@pytest.mark.parametrize("name, fn, shape", [
+    ("tall", torch.linalg.pinv, (4, 3)),
+    ("wide", torch.linalg.pinv, (2, 5)),
+    ("pinverse", torch.pinverse, (4, 3)),
+    ("batched", lambda a: torch.linalg.pinv(torch.stack([a, 2 * a])), (4, 3)),
+    ("relu after it", lambda a: torch.relu(torch.linalg.pinv(a)), (4, 3)),
+])
+def test_pinv_is_decided_and_certified(name, fn, shape):
+    rep = mtcheck.check(fn, _m(*shape))
+    assert rep.verdict is Verdict.SMOOTH_OK, rep.explain()
+    assert rep.certificate_ok and verify(rep.certificate).ok
+
+
+class _PinvScaled(torch.autograd.Function):
+    """pinv whose backward scales the right gradient by 1.001 (a wrong backward, off by 0.1%)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return torch.linalg.pinv(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = a.detach().requires_grad_()
+            (gx,) = torch.autograd.grad(torch.linalg.pinv(x), x, g)
+        return gx * 1.001
+
+
+def test_a_wrong_pinv_backward_is_caught():
+    rep = mtcheck.check(_PinvScaled.apply, _m(4, 3))
+    assert rep.verdict is Verdict.SMOOTH_WRONG, rep.explain()
+
+
+def test_pinv_below_its_cutoff_or_hermitian_is_refused():
+    with pytest.raises(mtcheck.UnsupportedOpError, match="cutoff"):
+        mtcheck.check(torch.linalg.pinv, torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
+    with pytest.raises(mtcheck.UnsupportedOpError, match="hermitian"):
+        mtcheck.check(lambda a: torch.linalg.pinv(a + a.T, hermitian=True), _m(3, 3))

@@ -53,3 +53,21 @@ def test_pinv_below_its_cutoff_or_hermitian_is_refused():
         mtcheck.check(torch.linalg.pinv, torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
     with pytest.raises(mtcheck.UnsupportedOpError, match="hermitian"):
         mtcheck.check(lambda a: torch.linalg.pinv(a + a.T, hermitian=True), _m(3, 3))
+
+
+@pytest.mark.parametrize("name, fn, shapes", [
+    ("least squares, default driver", lambda a, b: torch.linalg.lstsq(a, b).solution, ((4, 3), (4, 2))),
+    ("least squares, gels", lambda a, b: torch.linalg.lstsq(a, b, driver="gels").solution, ((4, 3), (4, 2))),
+    ("residuals", lambda a, b: torch.linalg.lstsq(a, b, driver="gels").residuals, ((4, 3), (4, 2))),
+    ("minimum norm", lambda a, b: torch.linalg.lstsq(a, b, driver="gels").solution, ((2, 3), (2, 2))),
+])
+def test_lstsq_of_full_rank_matrices_is_decided(name, fn, shapes):
+    rep = mtcheck.check(fn, _m(*shapes[0]), _m(*shapes[1], seed=1))
+    assert rep.verdict is Verdict.SMOOTH_OK, rep.explain()
+    assert verify(rep.certificate).ok
+
+
+def test_lstsq_of_a_rank_deficient_matrix_is_refused():
+    a = torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]], dtype=torch.float64)
+    with pytest.raises(mtcheck.UnsupportedOpError, match="full rank"):
+        mtcheck.check(lambda a, b: torch.linalg.lstsq(a, b).solution, a, _m(3, 1))

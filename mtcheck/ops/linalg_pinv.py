@@ -1,5 +1,5 @@
 """The pseudo-inverse of a matrix of full rank, exact: ``torch.linalg.pinv`` / ``torch.pinverse``
-(``aten.linalg_pinv.atol_rtol_tensor``, ``hermitian=False``).
+(``aten.linalg_pinv.atol_rtol_tensor``, ``hermitian=False``), and ``torch.linalg.lstsq`` (below).
 
 PyTorch computes ``pinv`` from an SVD and drops the singular values ``s_i <= max(atol, rtol * s_max)``
 (``rtol = eps * max(m, n)`` when neither is given). Where every singular value is kept, the result is
@@ -69,18 +69,9 @@ class Pinv(Rule):
         rtol_t = kwargs.get("rtol", args[2] if len(args) > 2 else None)
         atol = _scalar(atol_t, Fraction(0))
         rtol = _scalar(rtol_t, eps * max(m, n) if atol_t is None else Fraction(0))
-        tall = m >= n
-        out = np.empty(a.shape[:-2] + (n, m), dtype=object)
-        ginv = np.empty(a.shape[:-2] + ((n, n) if tall else (m, m)), dtype=object)
-        for idx in np.ndindex(*a.shape[:-2]):
-            ai = a[idx] if idx else a
-            g = matmul(ai.T, ai) if tall else matmul(ai, ai.T)
-            if not _kept_all(np.asarray(g, dtype=object), atol, rtol):
-                raise NotModelled("a singular value at or below pinv's cutoff max(atol, rtol * s_max) (or not "
-                                  "shown above it): pinv jumps where a singular value crosses the cutoff")
-            gi = _inv(np.asarray(g, dtype=object)[None])[0]
-            ginv[idx] = gi
-            out[idx] = matmul(gi, ai.T) if tall else matmul(ai.T, gi)
+        out, ginv, tall = _full_rank_pinv(a, atol, rtol, "a singular value at or below pinv's cutoff max(atol, "
+                                          "rtol * s_max) (or not shown above it): pinv jumps where a singular "
+                                          "value crosses the cutoff")
         ctx.aux["pinv"] = (ginv, tall)
         return out
 
@@ -91,18 +82,107 @@ class Pinv(Rule):
         if "pinv" not in ctx.aux:
             self.forward(ctx, args, kwargs)
         gi, tall = ctx.aux["pinv"]
-        a = np.asarray(args[0], dtype=object)
-        P = np.asarray(out, dtype=object)
-        t = np.asarray(t, dtype=object)
-        tT = np.swapaxes(t, -1, -2)
-        aT = np.swapaxes(a, -1, -2)
-        B = t.shape[0]
-        gib = np.broadcast_to(gi, (B,) + gi.shape)
-        Pb = np.broadcast_to(P, (B,) + P.shape)
-        if tall:
-            dG = matmul(tT, np.broadcast_to(a, t.shape)) + matmul(np.broadcast_to(aT, tT.shape), t)
-            res = matmul(gib, tT) - matmul(matmul(gib, dG), Pb)
-        else:
-            dH = matmul(t, np.broadcast_to(aT, tT.shape)) + matmul(np.broadcast_to(a, t.shape), tT)
-            res = matmul(tT, gib) - matmul(matmul(Pb, dH), gib)
-        return tan(res)
+        return tan(_dpinv(np.asarray(args[0], dtype=object), np.asarray(out, dtype=object), gi, tall, t))
+
+
+def _dpinv(a, P, gi, tall, t):
+    """The derivative of pinv at a full-rank ``a`` along ``t`` (B, ..., m, n), exact."""
+    t = np.asarray(t, dtype=object)
+    tT = np.swapaxes(t, -1, -2)
+    aT = np.swapaxes(a, -1, -2)
+    B = t.shape[0]
+    gib = np.broadcast_to(gi, (B,) + gi.shape)
+    Pb = np.broadcast_to(P, (B,) + P.shape)
+    if tall:
+        dG = matmul(tT, np.broadcast_to(a, t.shape)) + matmul(np.broadcast_to(aT, tT.shape), t)
+        return matmul(gib, tT) - matmul(matmul(gib, dG), Pb)
+    dH = matmul(t, np.broadcast_to(aT, tT.shape)) + matmul(np.broadcast_to(a, t.shape), tT)
+    return matmul(tT, gib) - matmul(matmul(Pb, dH), gib)
+
+
+def _full_rank_pinv(a, atol, rtol, what):
+    """(pinv, Gram inverse, tall) of (..., m, n) exact ``a``, every singular value shown above the cutoff."""
+    m, n = a.shape[-2], a.shape[-1]
+    tall = m >= n
+    out = np.empty(a.shape[:-2] + (n, m), dtype=object)
+    ginv = np.empty(a.shape[:-2] + ((n, n) if tall else (m, m)), dtype=object)
+    for idx in np.ndindex(*a.shape[:-2]):
+        ai = a[idx] if idx else a
+        g = np.asarray(matmul(ai.T, ai) if tall else matmul(ai, ai.T), dtype=object)
+        if not _kept_all(g, atol, rtol):
+            raise NotModelled(what)
+        gi = _inv(g[None])[0]
+        ginv[idx] = gi
+        out[idx] = matmul(gi, ai.T) if tall else matmul(ai.T, gi)
+    return out, ginv, tall
+
+
+@register("aten.linalg_lstsq.default")
+class Lstsq(Rule):
+    """linalg_lstsq(A, B, rcond, driver) = (solution, residuals, rank, singular_values) for A of full
+    rank: the solution is pinv(A) B (least squares for m >= n, the minimum-norm one for m < n), exact;
+    the residuals are ``sum_i (A x - B)_ij^2``. The rank-revealing drivers (gelsy, gelsd, gelss) must
+    keep every singular value: decided exactly with a margin of 100 over their cutoff ``rcond * s_max``;
+    the singular values output (gelsd, gelss) is not modelled. Rank deficiency is refused."""
+
+    def _parts(self, ctx, args, kwargs):
+        import torch
+
+        if "lstsq" in ctx.aux:
+            return ctx.aux["lstsq"]
+        a, b = np.asarray(args[0], dtype=object), np.asarray(args[1], dtype=object)
+        driver = kwargs.get("driver", args[3] if len(args) > 3 else None) or "gelsy"
+        rcond = kwargs.get("rcond", args[2] if len(args) > 2 else None)
+        m, n = a.shape[-2], a.shape[-1]
+        eps = Fraction(float(torch.finfo(ctx.dtype or torch.float64).eps))
+        r = Fraction(float(rcond)) if rcond is not None and rcond >= 0 else eps * max(m, n)
+        margin = Fraction(0) if driver == "gels" else r * 100
+        P, gi, tall = _full_rank_pinv(a, Fraction(0), margin,
+                                      "lstsq of a matrix without full rank (or with a singular value near the "
+                                      f"driver's cutoff): the solution is not continuous there (driver {driver})")
+        vec = b.ndim == a.ndim - 1
+        bm = b[..., None] if vec else b
+        x = matmul(P, bm)
+        ctx.aux["lstsq"] = (a, bm, P, gi, tall, x, vec)
+        return ctx.aux["lstsq"]
+
+    def forward(self, ctx, args, kwargs):
+        a, bm, P, gi, tall, x, vec = self._parts(ctx, args, kwargs)
+        rec = ctx.recorded
+        if isinstance(rec, (tuple, list)) and rec[3].numel():
+            raise NotModelled("lstsq's singular values output (drivers gelsd, gelss)")
+        res = np.zeros((0,), dtype=object)
+        if isinstance(rec, (tuple, list)) and rec[1].numel():
+            d = np.asarray(matmul(a, x), dtype=object) - bm
+            res = (d * d).sum(axis=-2)
+            res = res[..., 0] if vec else res
+        rank = rec[2].numpy() if isinstance(rec, (tuple, list)) else np.array(min(a.shape[-2:]))
+        sol = x[..., 0] if vec else x
+        return np.asarray(sol, dtype=object), res, rank, np.zeros((0,), dtype=object)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        a, bm, P, gi, tall, x, vec = self._parts(ctx, args, kwargs)
+        ta = targs[0] if isinstance(targs[0], np.ndarray) else None
+        tb = targs[1] if len(targs) > 1 and isinstance(targs[1], np.ndarray) else None
+        if ta is None and tb is None:
+            return None, None, None, None
+        B = (ta if ta is not None else tb).shape[0]
+        dx = None
+        if ta is not None:
+            dx = matmul(_dpinv(a, P, gi, tall, ta), np.broadcast_to(bm, (B,) + bm.shape))
+        if tb is not None:
+            tbm = np.asarray(tb, dtype=object)
+            tbm = tbm[..., None] if vec else tbm
+            term = matmul(np.broadcast_to(P, (B,) + P.shape), tbm)
+            dx = term if dx is None else dx + term
+        dres = None
+        if np.size(out[1]):
+            d = np.asarray(matmul(a, x), dtype=object) - bm
+            dd = matmul(np.broadcast_to(a, (B,) + a.shape), dx)
+            if ta is not None:
+                dd = dd + matmul(np.asarray(ta, dtype=object), np.broadcast_to(x, (B,) + x.shape))
+            if tb is not None:
+                dd = dd - tbm
+            dres = (2 * d[None] * dd).sum(axis=-2)
+            dres = tan(dres[..., 0] if vec else dres)
+        return tan(dx[..., 0] if vec else dx), dres, None, None

@@ -126,7 +126,7 @@ def test_supported_ops_lists_the_registry():
 
 _RULE_MODULES = ["arith", "index", "linalg", "nonsmooth", "pooling", "refused", "sorting", "activations", "losses",
                  "norms", "scatter", "extra", "extra_index", "smooth", "attention", "special", "steps",
-                 "linalg_enclosed", "misc_smooth", "linalg_eigh", "linalg_svd", "linalg_qr", "linalg_pinv"]
+                 "linalg_enclosed", "misc_smooth", "linalg_eigh", "linalg_svd", "linalg_qr", "linalg_pinv", "householder"]
 
 
 def test_rule_registry_does_not_depend_on_import_order():

@@ -18,6 +18,8 @@ from __future__ import annotations
 import flint
 import numpy as np
 
+from ._exact import objects
+
 
 class NotDyadic(Exception):
     """A value or operation outside exact dyadic fixed point: use rational arithmetic."""
@@ -25,6 +27,11 @@ class NotDyadic(Exception):
 
 def _dyadic(v):
     """(int, e) with v = int * 2**-e for an exact scalar (fmpq, int, float), or NotDyadic."""
+    if type(v) is flint.fmpq:             # the common case first
+        den = int(v.q)
+        if den & (den - 1):
+            raise NotDyadic("a non-dyadic constant")
+        return int(v.p), den.bit_length() - 1
     if isinstance(v, Fx):
         raise NotDyadic("array where a scalar was expected")
     if isinstance(v, (bool, np.bool_)):
@@ -51,11 +58,12 @@ def _is_ball(a) -> bool:
 
 
 def _shift(a: np.ndarray, k: int) -> np.ndarray:
-    """Integers times 2**k (k >= 0), elementwise, as a plain object array."""
+    """Integers times 2**k (k >= 0), elementwise, as a plain object array. A shift keeps each
+    integer's type: a Python int times an fmpz would convert the int to FLINT at every entry
+    (10x the cost of the product)."""
     if k == 0:
         return a
-    m = flint.fmpz(1) << k
-    return np.multiply(a, m, dtype=object)
+    return np.left_shift(a, int(k), dtype=object)
 
 
 def wrap(ints, e: int) -> "Fx":
@@ -159,19 +167,49 @@ def from_exact(a: np.ndarray) -> "Fx":
     hit = _CACHE.get(id(a))
     if hit is not None and hit[0] is a:
         return hit[1]
+    view = _view_of_constant(a)
+    if view is not None:
+        return view
     flat = a.ravel().tolist()
     pairs = [_dyadic(v) for v in flat]
     E = max((e for _, e in pairs), default=0)
-    ints = np.empty(len(flat), dtype=object)
-    ints[:] = [flint.fmpz(n) << (E - e) for n, e in pairs]
-    out = wrap(ints.reshape(a.shape), E)
+    out = wrap(objects([int(n) << (E - e) for n, e in pairs], a.shape), E)
     if a.size >= 64:
-        if len(_CACHE) > 512:
-            _CACHE.clear()
-        _CACHE[id(a)] = (a, out)
+        _cache(a, out)
         if _CONST_ROOTS.get(id(_root(a))) is _root(a):
             constant(out.view(np.ndarray))
     return out
+
+
+_ROOT_FX: dict = {}       # id(root buffer) -> (the root, the Fx of an array covering it in memory order)
+
+
+def _cache(a: np.ndarray, fx: "Fx") -> None:
+    """Remember ``fx`` as the Fx of ``a``, and of ``a``'s whole buffer when ``a`` covers it in
+    memory order (a reshape of a contiguous root: what :func:`_view_of_constant` slices)."""
+    if len(_CACHE) > 512:
+        _CACHE.clear()
+        _ROOT_FX.clear()
+    _CACHE[id(a)] = (a, fx)
+    r = _root(a)
+    if a.size == r.size and a.flags.c_contiguous and r.flags.c_contiguous:
+        _ROOT_FX[id(r)] = (r, fx)
+
+
+def _view_of_constant(a: np.ndarray):
+    """The Fx of a view of a constant (``w.T``, a slice of the weights) as the same view of the
+    constant's Fx (converted once, cached), or None. Views are new objects at every call, so the
+    cache by identity misses them, and the weights of a layer were converted again at every
+    product with them. The view's exponent is the constant's (the same values)."""
+    r = _root(a)
+    if r is a or r.dtype != object or _CONST_ROOTS.get(id(r)) is not r or not r.flags.c_contiguous \
+            or any(st < 0 for st in a.strides) or a.size < 64:
+        return None
+    hit = _ROOT_FX.get(id(r))              # the constant's own Fx (weights are converted at model set-up)
+    fr = hit[1] if hit is not None and hit[0] is r else from_exact(r)
+    off = (a.__array_interface__["data"][0] - r.__array_interface__["data"][0]) // r.itemsize
+    flat = fr.view(np.ndarray).reshape(-1)[off:]
+    return wrap(np.lib.stride_tricks.as_strided(flat, shape=a.shape, strides=a.strides, writeable=False), fr.e)
 
 
 def remember(exact: np.ndarray, floats: np.ndarray) -> None:
@@ -180,10 +218,8 @@ def remember(exact: np.ndarray, floats: np.ndarray) -> None:
         hit = _CACHE.get(id(exact))
         if hit is not None and hit[0] is exact:
             return
-        if len(_CACHE) > 512:
-            _CACHE.clear()
         fx = from_floats(floats)
-        _CACHE[id(exact)] = (exact, fx)
+        _cache(exact, fx)
         constant(fx.view(np.ndarray))
 
 
@@ -205,18 +241,17 @@ def from_floats(f: np.ndarray) -> "Fx":
     ex = ex + tz
     E = max(int(-ex[nz].min()), 0)                    # integers keep e = 0 (no negative exponents)
     sh = np.where(nz, ex + E, 0)                       # >= 0
-    ints = np.empty(f.size, dtype=object)
-    ints[:] = [flint.fmpz(int(a)) << int(s) for a, s in zip(mant.ravel().tolist(), sh.ravel().tolist())]
+    # Python integers (the shifts of the int64 mantissas, in numpy's object loop): the integers of
+    # derived fixed point (sums, digit passes, CRT) are Python ints too, and mixing them with fmpz
+    # converts every big int to FLINT at each operation
+    ints = np.left_shift(mant.ravel().astype(object), sh.ravel().astype(object), dtype=object)
     return wrap(ints.reshape(f.shape), E)
 
 
 def to_exact(a: "Fx") -> np.ndarray:
     """The values as an fmpq object array."""
     den = flint.fmpz(1) << a.e
-    flat = [flint.fmpq(v, den) for v in a.view(np.ndarray).ravel().tolist()]
-    out = np.empty(len(flat), dtype=object)
-    out[:] = flat
-    return out.reshape(a.shape)
+    return objects([flint.fmpq(v, den) for v in a.view(np.ndarray).ravel().tolist()], a.shape)
 
 
 def to_float(a: "Fx") -> np.ndarray:
@@ -240,11 +275,136 @@ def matmul2d(a, b) -> "Fx":
     assert k == k2, (pa.shape, pb.shape)
     if r == 0 or c == 0 or k == 0:
         return zeros((r, c), ea + eb)
+    small = _word_product(pa, pb, k)
+    if small is not None:
+        return wrap(small, ea + eb)
     build = (lambda m: flint.fmpz_mat(m.shape[0], m.shape[1], m.ravel().tolist()))
     prod = cached_matrix(pa, "fmpz", build) * cached_matrix(pb, "fmpz", build)
-    out = np.empty(r * c, dtype=object)
-    out[:] = prod.entries()
-    return wrap(out.reshape(r, c), ea + eb)
+    return wrap(objects(prod.entries(), (r, c)), ea + eb)
+
+
+_WORD_LIMIT = 1 << 62
+
+
+def _words(m: np.ndarray):
+    """(the integers of ``m`` as int64, their bit bound: |v| < 2**bits), or None when one is
+    2**62 or more. The conversion raises on an integer past int64, so nothing is ever wrapped."""
+    try:
+        a = m.astype(np.int64)
+    except OverflowError:
+        return None
+    lo, hi = int(a.min()), int(a.max())
+    if lo <= -_WORD_LIMIT or hi >= _WORD_LIMIT:
+        return None
+    return a, max(-lo, hi).bit_length()
+
+
+def _word_product(pa: np.ndarray, pb: np.ndarray, k: int):
+    """The exact product of two integer matrices in machine words when it provably fits, else
+    None. With |a| < 2**ba, |b| < 2**bb and k terms, every partial sum is an integer below
+    2**(ba + bb + ceil(log2 k)): under 2**53 a float64 product (BLAS) is exact, every partial sum
+    being representable; under 2**63 an int64 product is (no wrap-around). A FLINT product
+    costs ~0.4 us per entry to convert in and out: for the small integers of one direction's
+    tangents (the directional derivatives) or of small weights that conversion was the cost."""
+    A = _words(pa)
+    if A is None:
+        return None
+    B = cached_matrix(pb, "int64", _words)
+    if B is None:
+        return None
+    (a, ba), (b, bb) = A, B
+    need = ba + bb + _clog2(k)
+    if need <= 53:
+        prod = (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    elif need <= 63:
+        prod = a @ b
+    else:
+        return None
+    return prod.astype(object)
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine-word digits of big integers, for sums of products with small integers.
+#
+# The exact reverse pass of a convolution multiplies cotangents of ~150 bits by weights of ~35
+# bits, then adds each window's products into the input positions (col2im). Through FLINT every
+# product entry is created as a Python object (~0.4 us in and out) and the scatter adds objects;
+# the products are K times more than the results. Split into base-2**16 digits, the cotangents
+# are int64 rows, each digit's products and sums are exact int64 arithmetic below 2**62 (the
+# caller proves the bound), and only the results become Python integers again, by carries.
+
+DIGIT_BITS = 16
+
+
+def digits(ints: np.ndarray):
+    """(digits (nd, size) int64, nd, bits) of an integer object array: ``v = sum_j d[j] 2**(16 j)``,
+    the two's complement digits of ``v`` (the low ones in [0, 2**16), the top one signed, in
+    [-2**15, 2**15)); ``|v| < 2**bits``."""
+    a = ints.reshape(-1)
+    nz = np.flatnonzero(a != 0)                      # zeros (most cotangent entries) stay zero digits
+    flat = [int(v) for v in a[nz].tolist()]
+    bits = max(flat, default=0).bit_length()
+    bits = max(bits, (-min(flat, default=0)).bit_length())
+    nd = bits // DIGIT_BITS + 1                      # 16 nd >= bits + 1: room for the sign
+    w = 2 * nd
+    buf = b"".join([v.to_bytes(w, "little", signed=True) for v in flat])
+    d = np.zeros((nd, a.size), dtype=np.int64)
+    if flat:
+        low = np.frombuffer(buf, dtype="<u2").reshape(len(flat), nd).astype(np.int64)
+        top = low[:, -1]
+        low[:, -1] = np.where(top >= 1 << 15, top - (1 << 16), top)
+        d[:, nz] = low.T
+    return d, nd, bits
+
+
+def word_matmul(a: np.ndarray, abits: int, b: np.ndarray, bbits: int, fa=None) -> np.ndarray:
+    """``a @ b`` exactly, int64 matrices with ``|a| < 2**abits``, ``|b| < 2**bbits`` and
+    ``abits + bbits + ceil(log2 k) <= 61``: through float64 BLAS, ``b`` split into base-2**r
+    parts small enough that every float partial sum is an integer below 2**53 (so exact); the
+    parts' products are recombined in int64, every partial sum below 2**62. ``fa``: ``a`` as
+    float64 already (for several products with one ``a``)."""
+    k = a.shape[1]
+    t = _clog2(max(k, 1))
+    if abits + bbits + t > 61:
+        raise ValueError("the product may not fit in int64")
+    room = 53 - abits - t                          # the bits of b one float product can take
+    fa = a.astype(np.float64) if fa is None else fa
+    if room >= bbits:
+        return (fa @ b.astype(np.float64)).astype(np.int64)
+    if room < 1:                                   # pragma: no cover - callers keep abits small
+        return a @ b
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
+    rest, shift, mask = b, 0, (1 << room) - 1
+    while True:
+        lo, hi = int(rest.min()), int(rest.max())
+        if -(1 << room) < lo and hi < 1 << room:   # the top part: |rest| < 2**room
+            return out + ((fa @ rest.astype(np.float64)).astype(np.int64) << shift)
+        out += (fa @ (rest & mask).astype(np.float64)).astype(np.int64) << shift
+        rest = rest >> room                        # floor: rest = (rest & mask) + 2**room (rest >> room)
+        shift += room
+
+
+def from_digits(d: np.ndarray, bits: int) -> np.ndarray:
+    """The integers ``sum_j d[j] 2**(16 j)`` (an object array of the shape of ``d[0]``) from int64
+    digits with ``|d| < 2**62`` of values with ``|v| < 2**bits``: the carries are propagated in
+    int64 (floor division keeps ``v`` and leaves each low digit in [0, 2**16); a carry is below
+    2**47, so no sum reaches 2**63), until the top digit is the signed top digit of ``v``'s two's
+    complement; then each value is read from its bytes."""
+    nd = max(d.shape[0], bits // DIGIT_BITS + 1)
+    shape = d.shape[1:]
+    D = np.zeros((nd, int(np.prod(shape, dtype=np.int64))), dtype=np.int64)
+    D[:d.shape[0]] = d.reshape(d.shape[0], -1)
+    for j in range(nd - 1):
+        c = D[j] >> DIGIT_BITS
+        D[j] -= c << DIGIT_BITS
+        D[j + 1] += c
+    top = D[-1]
+    if top.size and (int(top.min()) < -(1 << 15) or int(top.max()) >= 1 << 15):   # pragma: no cover - bound
+        raise AssertionError("a value past its proven bound")
+    raw = np.ascontiguousarray((D & 0xFFFF).astype("<u2").T).tobytes()
+    w = 2 * nd
+    fb = int.from_bytes
+    return objects([fb(raw[i:i + w], "little", signed=True) for i in range(0, len(raw), w)], shape)
 
 
 _MOVE = {np.reshape, np.transpose, np.moveaxis, np.swapaxes, np.squeeze, np.expand_dims, np.broadcast_to,
@@ -506,6 +666,22 @@ def _mod_align(items, p):
     return out, E, bits
 
 
+def _column_index(idx, plain):
+    """The columns of an ``add.at`` index ``(slice(None), ints)`` into a 2-D array (non-negative,
+    1-D), or None for any other index."""
+    if plain.ndim != 2 or not isinstance(idx, tuple) or len(idx) != 2 or not isinstance(idx[0], slice) \
+            or idx[0] != slice(None):
+        return None
+    cols = np.asarray(idx[1])
+    if cols.ndim != 1 or cols.dtype.kind not in "iu" or not cols.size:
+        return None
+    cols = cols.astype(np.int64)
+    n = plain.shape[1]
+    if int(cols.min()) < -n or int(cols.max()) >= n:
+        return None                          # out of range: numpy's own add.at raises
+    return np.where(cols < 0, cols + n, cols)
+
+
 def _multiplicity(idx, shape, vals) -> int:
     """How many of the values ``add.at`` may add into one target entry (an upper bound)."""
     parts = idx if isinstance(idx, tuple) else (idx,)
@@ -571,6 +747,19 @@ class Mod(np.ndarray):
             count = _multiplicity(idx, target.shape, vals)
             plain = target.view(np.ndarray)
             vals = vals if ufunc is np.add else (p - vals) % p
+            cols = _column_index(idx, plain)
+            if cols is not None:
+                # ``g[:, cols] += vals`` with repeated columns (a reverse pass's discriminant seeds):
+                # the values of one column summed in int64 (fewer than 2**43 residues < 2**20),
+                # by one sort; only the touched columns are reduced
+                v2 = np.broadcast_to(np.asarray(vals, dtype=np.int64), (plain.shape[0], cols.size))
+                order = np.argsort(cols, kind="stable")
+                cs = cols[order]
+                starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+                u = cs[starts]
+                plain[:, u] = (plain[:, u] + np.add.reduceat(v2[:, order], starts, axis=1) % p) % p
+                target.bits = max(target.bits, b) + _clog2(count + 1)
+                return None
             # scatter-add by bincount: float64 sums of residues < 2**20 are exact up to 2**33 terms
             where = np.arange(plain.size, dtype=np.int64).reshape(plain.shape)[idx]
             w = np.broadcast_to(np.asarray(vals, dtype=np.float64), where.shape)

@@ -18,7 +18,7 @@ from . import framework
 from . import certify
 from ._exact import Q0, Q1, from_floats, from_tensor, matmul2d, q, to_float
 from .certify import rows_to_int
-from .model import ExactModel, case_keys, has_balls
+from .model import ExactModel, has_balls, same_cases
 from fractions import Fraction
 from .errors import UndecidedError
 from .report import Report, Verdict, Witness
@@ -113,7 +113,7 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
     ev_fw = model.evaluate(x_exact, framework_args=True)
     rounding = []
     for node, d_ex, d_fw in zip(tr.nodes, ev.discs, ev_fw.discs):
-        if [case_keys(a) for a in d_ex] != [case_keys(b) for b in d_fw]:
+        if not same_cases(d_ex, d_fw):
             rep.rounding_nodes.append(f"{node.label} at {node.where}")
             rounding.append((node, d_ex, d_fw))
     exact_forward, first_diff = _forward_is_exact(model, ev)

@@ -208,7 +208,15 @@ class ExactModel:
 
     # ---------------------------------------------------------------- reverse mode
     def live_refs(self, wrt) -> set:
-        """Refs whose value depends on the differentiated inputs."""
+        """Refs whose value depends on the differentiated inputs (computed once per ``wrt``: the
+        trace does not change; a copy is returned)."""
+        key = tuple(wrt)
+        cache = self.__dict__.setdefault("_live_cache", {})
+        if key not in cache:
+            cache[key] = self._live_refs(wrt)
+        return set(cache[key])
+
+    def _live_refs(self, wrt) -> set:
         live = {Ref("in", i) for i in wrt}
         for node in self.trace.nodes:
             leaves = pytree.tree_leaves((node.args, node.kwargs), is_leaf=lambda v: isinstance(v, Ref))
@@ -484,12 +492,15 @@ class ExactModel:
     def _perturbed(self, node, rule, ctx, ev, tans, args, kwargs, targs):
         """(ctx, args, out) of ``node`` moved along its tangents far enough to break its moving
         ties by their rates and no further (see :meth:`directional`); None when nothing moves."""
-        from fractions import Fraction
+        from ._fixed import Fx
 
+        discs = ev.discs[node.index]
+        if not any((disc.signs() == 0).any() for disc in discs):
+            return None                   # no tie: nothing to break (the rates are not needed)
         moving = False
-        checks = []                       # (|value|, |rate|) of untied cases that move
-        for disc in ev.discs[node.index]:
-            rate = self.disc_rows(ev, tans, node.index, disc, 1)[:, 0]
+        checks = []                       # (|value|, |rate| * 2**e) of untied cases that move
+        for disc in discs:
+            rate, e = self._rate_ints(ev, tans, node.index, disc)
             if not rate.size:
                 continue
             s = disc.signs()
@@ -498,19 +509,25 @@ class ExactModel:
                 moving = True
             sel = nz & (s != 0)
             if sel.any():
-                checks.append((np.abs(np.asarray(disc.values, dtype=object)[sel]), np.abs(rate[sel])))
+                checks.append((np.abs(np.asarray(disc.values, dtype=object)[sel]), np.abs(rate[sel]), e))
         if not moving:
             return None
         k = 1
-        while checks and not all(bool((v > r * flint.fmpq(1, 1 << k)).all()) for v, r in checks):
-            k *= 2                        # any delta below every |value| / |rate| will do
-            if k > 1 << 16:               # pragma: no cover - rates are finite
-                raise NotModelled_("no step breaks the ties of " + node.op)
+        if checks:
+            # delta = 2**-k below every |value| / |rate| (rate = ints / 2**e): 2**k above the largest
+            # |ints| / (|value| 2**e), found once exactly, then the first k = 1, 2, 4, ... past it
+            worst = max(max((r / (v * flint.fmpq(1 << e))).tolist()) for v, r, e in checks)
+            while not (flint.fmpz(1) << k) > worst:
+                k *= 2                    # any delta below every |value| / |rate| will do
+                if k > 1 << 16:           # pragma: no cover - rates are finite
+                    raise NotModelled_("no step breaks the ties of " + node.op)
         delta = flint.fmpq(1, 1 << k)
 
         def move(a, ta):
             if ta is None or not isinstance(a, np.ndarray):
                 return a
+            if isinstance(ta, Fx):        # ints / 2**e times delta: one product per entry
+                return np.asarray(a + ta.view(np.ndarray)[0] * flint.fmpq(1, 1 << (ta.e + k)), dtype=object)
             return np.asarray(a + np.asarray(_exact_t(ta), dtype=object)[0] * delta, dtype=object)
 
         moved = pytree.tree_map(lambda a, ta: move(a, ta), args, targs,
@@ -519,6 +536,35 @@ class ExactModel:
         out2 = _normalize(self._call(node, rule.forward, ctx2, moved, kwargs))
         self._call(node, rule.discs, ctx2, moved, kwargs, out2)
         return ctx2, moved, out2
+
+    def _rate_ints(self, ev, tans, node_index, disc):
+        """The rates of one direction's discriminants as (integers, e): rate = ints / 2**e.
+        Fixed-point tangents give their integers directly (no rationals per entry); others go
+        through :meth:`disc_rows` (e = 0, the rates themselves)."""
+        from ._fixed import Fx
+
+        node = self.trace.nodes[node_index]
+        leaves = [v for v in pytree.tree_leaves(node.args, is_leaf=lambda v: isinstance(v, Ref))
+                  if isinstance(v, Ref) or _is_tensor_like(v)]
+        parts = []
+        for pos, idx, sign in ((disc.a, disc.idx_a, 1), (disc.b, disc.idx_b, -1)):
+            t = tans.get(leaves[pos]) if pos is not None and isinstance(leaves[pos], Ref) else None
+            if t is None:
+                continue
+            if not isinstance(t, Fx) or t.shape[0] != 1:
+                return self.disc_rows(ev, tans, node_index, disc, 1)[:, 0], 0
+            parts.append((t.reshape(1, -1)[0, idx], sign))
+        if not parts:
+            return self.disc_rows(ev, tans, node_index, disc, 1)[:, 0], 0
+        e = max(p.e for p, _ in parts)
+        rate = None
+        for p, sign in parts:
+            ints = p.view(np.ndarray)
+            if p.e < e:
+                ints = ints * (flint.fmpz(1) << (e - p.e))
+            ints = ints if sign > 0 else -ints
+            rate = ints if rate is None else rate + ints
+        return (-rate if disc.negate else rate), e
 
     def _linearize(self, ev, wrt, directions, fast, dep=False, directional=False, fixed=False, upto=None):
         """``upto``: stop after that node (the tangents of later nodes are not needed)."""
@@ -834,6 +880,33 @@ def _normalize(out):
 
 def _is_tensor_like(v):
     return isinstance(v, np.ndarray)
+
+
+def same_cases(da: list, db: list) -> bool:
+    """Whether two evaluations' discriminants of one node are in the same cases: their
+    :func:`case_keys` are equal. With one layout (groups, and for windows the entries and the
+    winners) and the same signs (for windows: the same tied entries) they are, which numpy
+    compares at once; anything else is decided by the keys themselves."""
+    def same(x, y):
+        if x is None or y is None:
+            return x is y
+        return np.array_equal(np.asarray(x), np.asarray(y))
+
+    if len(da) == len(db):
+        fast = True
+        for a, b in zip(da, db):
+            if a.max_type != b.max_type or not same(a.group, b.group):
+                fast = False
+            elif a.max_type:
+                fast = same(a.idx_a, b.idx_a) and same(a.idx_b, b.idx_b) and \
+                    np.array_equal(a.signs() == 0, b.signs() == 0)
+            else:
+                fast = np.array_equal(a.signs(), b.signs())
+            if not fast:
+                break
+        if fast:
+            return True
+    return [case_keys(a) for a in da] == [case_keys(b) for b in db]
 
 
 def case_keys(disc: Disc):

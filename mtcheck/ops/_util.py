@@ -142,9 +142,11 @@ def tan(x):
     from .._support import Dep
 
     from .._ball import Ball
-    from .._fixed import Mod
+    from .._fixed import Fx, Mod
 
-    if x is None or isinstance(x, (FT, Dep, Mod, Ball)):
+    # fixed point too: np.asarray would drop its exponent (the integers without their scale), and
+    # a fixed-point pass (directional derivatives) would then fall back to rationals at this rule
+    if x is None or isinstance(x, (FT, Dep, Fx, Mod, Ball)):
         return x
     return np.asarray(x, dtype=object)
 

@@ -463,9 +463,9 @@ def _mat(a):
 
 
 def _arr(M):
-    out = np.empty(M.nrows() * M.ncols(), dtype=object)
-    out[:] = M.entries()
-    return out.reshape(M.nrows(), M.ncols())
+    from .._exact import objects
+
+    return objects(M.entries(), (M.nrows(), M.ncols()))
 
 
 def _inv(a):

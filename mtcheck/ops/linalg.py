@@ -45,7 +45,10 @@ def _prod_jvp(a, b, ta, tb):
 def _matmul_vjp(a, b, cot, want_a=True, want_b=True):
     """Cotangents of ``a @ b`` (numpy matmul semantics, a and b at least 1-D) for ``cot`` of
     shape ``(B,) + out.shape``: (grad_a, grad_b) with the shapes of a and b (and B in front)."""
-    a, b = lift_like(a, cot), lift_like(b, cot)
+    # each cotangent needs only the other operand: the unused one is not converted (an activation
+    # of the stratum, converted again at every pass)
+    a = lift_like(a, cot) if want_b else a
+    b = lift_like(b, cot) if want_a else b
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     c = cot
@@ -212,20 +215,77 @@ def _conv(x, w, stride, padding, dilation, groups, bias=None):
     OC, Cg = w.shape[:2]
     out_sp, flat, S = _conv_windows(x, w, stride, padding, dilation)
     O, K = flat.shape
-    cols = _im2col(x, flat, S)
-    G = groups
-    OCg = OC // G
-    wk = _wk(w, K)                                                      # (OC, K*Cg)
-    parts = []
-    for g in range(G):
-        cg = cols if G == 1 else cols[..., g * Cg:(g + 1) * Cg]
-        r = matmul(cg.reshape(N * O, K * Cg), wk[g * OCg:(g + 1) * OCg].T)   # (N*O, OCg)
-        parts.append(r)
-    out = parts[0] if G == 1 else np.concatenate(parts, axis=1)          # (N*O, OC)
-    out = out.reshape(N, O, OC).transpose(0, 2, 1)
+    out = _conv_words(x, w, flat, S) if groups == 1 else None
+    if out is None:
+        cols = _im2col(x, flat, S)
+        G = groups
+        OCg = OC // G
+        wk = _wk(w, K)                                                      # (OC, K*Cg)
+        parts = []
+        for g in range(G):
+            cg = cols if G == 1 else cols[..., g * Cg:(g + 1) * Cg]
+            r = matmul(cg.reshape(N * O, K * Cg), wk[g * OCg:(g + 1) * OCg].T)   # (N*O, OCg)
+            parts.append(r)
+        out = parts[0] if G == 1 else np.concatenate(parts, axis=1)          # (N*O, OC)
+        out = out.reshape(N, O, OC).transpose(0, 2, 1)
     if bias is not None:
         out = out + bias.reshape(1, OC, 1)
     return tan(out).reshape((N, OC) + tuple(out_sp))
+
+
+_WINDOW_WORDS = 1 << 22     # int64 window entries gathered at once by _conv_words (32 MB)
+
+
+def _conv_words(x, w, flat, S):
+    """An ungrouped convolution (N, OC, O) of exact dyadic values in machine words, or None.
+
+    ``x`` is fixed point (a tangent) or rationals that are all dyadic (the exact forward: the
+    result is rationals again); the weights are a constant. Each base-2**16 digit of x
+    (:func:`mtcheck._fixed.digits`, converted once per entry of x, not per window entry) is
+    gathered into windows in int64 and multiplied by the weights exactly
+    (:func:`mtcheck._fixed.word_matmul`: a sum of K*C products of a digit and a weight, below
+    2**61 by the check here); the results are Python integers again by carries. Through FLINT
+    each of the K times more window entries was converted, and for rationals multiplied with
+    a gcd per term."""
+    from .._fixed import (DIGIT_BITS, Fx, NotDyadic, _clog2, _words, cached_matrix, digits, from_digits,
+                          from_exact, to_exact, word_matmul, wrap)
+
+    rational = type(x) is np.ndarray and x.dtype == object
+    if not (rational or isinstance(x, Fx)) or type(w) is not np.ndarray or w.dtype != object or not x.size:
+        return None
+    try:
+        wf = from_exact(w)
+    except NotDyadic:
+        return None
+    N, C = x.shape[:2]
+    OC = w.shape[0]
+    O, K = flat.shape
+    wk = _wk(wf, K)                                                     # (OC, K*C)
+    W = cached_matrix(wk.view(np.ndarray), "int64", _words)
+    if W is None:
+        return None
+    w64, wbits = W[0].T, W[1]                                           # (K*C, OC)
+    terms = _clog2(K * C)
+    if DIGIT_BITS + wbits + terms > 61:
+        return None                     # (decided on the weights, before x is converted)
+    try:
+        xf = from_exact(x) if rational else x
+    except NotDyadic:
+        return None
+    d, nd, xbits = digits(xf.view(np.ndarray))
+    dt = d.reshape(nd, N, C, S).transpose(0, 1, 3, 2)                   # (nd, N, S, C)
+    safe, pad = np.where(flat >= 0, flat, 0), (flat < 0)[None, None, :, :, None]
+    prods = np.empty((nd, N, O, OC), dtype=np.int64)
+    step = max(1, _WINDOW_WORDS // max(nd * O * K * C, 1))              # the windows of a few images at a time
+    for i in range(0, N, step):
+        cols = dt[:, i:i + step][:, :, safe, :]                           # (nd, n, O, K, C)
+        if pad.any():
+            cols = np.where(pad, 0, cols)
+        n = cols.shape[1]
+        prods[:, i:i + n] = word_matmul(cols.reshape(nd * n * O, K * C), DIGIT_BITS, w64, wbits).reshape(nd, n, O, OC)
+    ints = from_digits(prods.reshape(nd, N * O * OC), xbits + wbits + terms)
+    out = wrap(ints.reshape(N, O, OC).transpose(0, 2, 1), xf.e + wk.e)
+    return to_exact(out) if rational else out
 
 
 def _live(ctx, pos):
@@ -245,45 +305,43 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
     B = cot.shape[0]
     G = groups
     OCg = OC // G
-    w, x = lift_like(w, cot), lift_like(x, cot)
+    w = lift_like(w, cot)
+    x = lift_like(x, cot) if want_w else x          # only the weights' cotangent reads the values of x
     c = cot.reshape(B, N, OC, O).transpose(0, 1, 3, 2).reshape(B * N * O, OC)     # rows (b, n, o)
     wk = _wk(w, K)                                                               # (OC, K*Cg)
     from .._fixed import Mod
 
-    # exact integers: only the windows whose cotangent is nonzero (after relu masks and max-pool
-    # selections most are zero) are multiplied and scattered; residues are cheap enough for all
+    # only the windows whose cotangent is nonzero (after relu masks and max-pool selections most
+    # are zero) are multiplied and scattered; for residues, the windows whose residues are all
+    # zero (they add 0 modulo the prime, whatever the integers are)
     rows = None
-    if not isinstance(c, Mod) and c.shape[0]:
+    if c.shape[0]:
         from .._ball import Ball
 
         # an enclosure is structurally zero only as an exact 0 (mid and radius 0)
-        live = ((c.mid != 0) | (c.rad != 0)).any(axis=1) if isinstance(c, Ball) else np.asarray((c != 0).any(axis=1))
+        live = ((c.mid != 0) | (c.rad != 0)).any(axis=1) if isinstance(c, Ball) else \
+            (c.view(np.ndarray) != 0).any(axis=1) if isinstance(c, Mod) else np.asarray((c != 0).any(axis=1))
         if live.mean() < 0.75:
             rows = np.flatnonzero(live)
             c = c[rows]
-    parts = []
-    for g in range(G):
-        cg = c if G == 1 else c[:, g * OCg:(g + 1) * OCg]
-        parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg]).reshape(-1, K, Cg))
-    gwin = parts[0] if G == 1 else np.concatenate(parts, axis=2)                # (windows, K, C)
-    gx = zeros_like_cot((B * N, S, C), gwin)
-    if isinstance(gwin, Mod):
-        # col2im on residues: one vectorized add per kernel offset (its positions are distinct)
-        g4 = gwin.reshape(B * N, O, K, C)
-        for k in range(K):
-            ok = flat[:, k] >= 0
-            if ok.any():
-                p = flat[ok, k]
-                gx[:, p, :] = gx[:, p, :] + g4[:, ok, k, :]
-        gx.bits = gwin.bits + max(K - 1, 0).bit_length()      # each entry sums at most K window entries
-    else:
-        win = np.arange(B * N * O) if rows is None else rows
-        bn, o = win // O, win % O
-        pos = flat[o]                                                            # (windows, K)
-        w_i, k_i = np.nonzero(pos >= 0)
-        if w_i.size:
-            # col2im: every window entry adds into its input position
-            np.add.at(gx, (bn[w_i], pos[w_i, k_i]), gwin[w_i, k_i, :])
+    win = np.arange(B * N * O) if rows is None else rows
+    bn, o = win // O, win % O
+    gx = _col2im_words(c, wk, flat, bn, o, B * N, S, C) if G == 1 else None
+    if gx is None:
+        parts = []
+        for g in range(G):
+            cg = c if G == 1 else c[:, g * OCg:(g + 1) * OCg]
+            parts.append(matmul(cg, wk[g * OCg:(g + 1) * OCg]).reshape(-1, K, Cg))
+        gwin = parts[0] if G == 1 else np.concatenate(parts, axis=2)                # (windows, K, C)
+        if isinstance(gwin, Mod):
+            gx = _col2im_residues(gwin, flat, bn, o, B * N, S, C)
+        else:
+            gx = zeros_like_cot((B * N, S, C), gwin)
+            pos = flat[o]                                                            # (windows, K)
+            w_i, k_i = np.nonzero(pos >= 0)
+            if w_i.size:
+                # col2im: every window entry adds into its input position
+                np.add.at(gx, (bn[w_i], pos[w_i, k_i]), gwin[w_i, k_i, :])
     gx = gx.transpose(0, 2, 1).reshape((B, N, C) + tuple(sp))
     gw = None
     if want_w:
@@ -294,6 +352,96 @@ def _conv_vjp(x, w, cot, stride, padding, dilation, groups, want_w=False):
         gwk = matmul(cb, cols.reshape(N * O, K * C)).reshape(B, OC, K, C)
         gw = obj(gwk.transpose(0, 1, 3, 2).reshape((B,) + tuple(w.shape)))
     return obj(gx), gw
+
+
+def _offsets_distinct(flat) -> bool:
+    """Whether each kernel offset reaches every input position from one window at most (the
+    windows' positions at one offset are distinct): then an indexed add at one offset is a sum."""
+    fs = np.sort(np.where(flat >= 0, flat, -1 - np.arange(flat.shape[0])[:, None]), axis=0)
+    return bool((fs[1:] != fs[:-1]).all())
+
+
+def _col2im_residues(gwin, flat, bn, o, BN, S, C):
+    """col2im of window residues ``gwin`` (windows, K, C) modulo p: the sums in plain int64 (each
+    of at most K residues below 2**20), reduced once; the bound grows by ceil(log2 K) bits, each
+    entry summing at most K window entries."""
+    from .._fixed import _clog2, mod_wrap
+
+    K = flat.shape[1]
+    g = gwin.view(np.ndarray).reshape(-1, K, C)
+    pos = flat[o]
+    valid = pos >= 0
+    target = bn[:, None] * S + pos
+    acc = np.zeros((BN * S, C), dtype=np.int64)
+    distinct = _offsets_distinct(flat)
+    for k in range(K):
+        sel = np.flatnonzero(valid[:, k])
+        if not sel.size:
+            continue
+        if distinct:
+            acc[target[sel, k]] += g[sel, k]
+        else:   # pragma: no cover - convolution windows are injective at each offset
+            np.add.at(acc, target[sel, k], g[sel, k])
+    return mod_wrap((acc % gwin.p).reshape(BN, S, C), gwin.p, gwin.e, gwin.bits + _clog2(K))
+
+
+def _col2im_words(c, wk, flat, bn, o, BN, S, C):
+    """The input cotangent of an ungrouped convolution, (BN, S, C) as Fx, from fixed-point
+    cotangents ``c`` (windows, OC) of the windows (``bn``, ``o``) and weights ``wk`` (OC, K*C), in
+    machine words (:func:`mtcheck._fixed.digits`): every base-2**16 digit of the cotangents is
+    multiplied by the weights and added into the input positions in int64, one kernel offset at a
+    time (the products of one offset stay in cache; all of them at once were K times the result),
+    and only the (BN, S, C) results become Python integers. A result entry sums ``m * OC``
+    products, ``m`` the most window entries that land on one input position (counted here, at
+    most K), so every int64 entry is below ``m * OC * 2**16 * 2**wbits``: the path is taken only
+    when that is at most 2**61. None otherwise (or for anything but fixed point): the caller
+    multiplies through FLINT."""
+    from .._fixed import DIGIT_BITS, Fx, _clog2, _words, cached_matrix, digits, from_digits, word_matmul, wrap, zeros
+
+    if not isinstance(c, Fx) or not isinstance(wk, Fx) or c.shape[0] == 0:
+        return None
+    OC = wk.shape[0]
+    K = flat.shape[1]
+    if OC > K * C:
+        # more cotangent entries per window than products: converting the cotangents to digits
+        # costs more than FLINT's products (VGG11's first layer: 64 channels onto 3x3x3 windows)
+        return None
+    W = cached_matrix(wk.view(np.ndarray), "int64", _words)
+    if W is None:
+        return None
+    w64, wbits = W
+    pos = flat[o]                                                                    # (windows, K)
+    valid = pos >= 0
+    target = bn[:, None] * S + pos                                                   # (windows, K)
+    if not valid.any():
+        return zeros((BN, S, C), c.e + wk.e)
+    terms = _clog2(int(np.bincount(target[valid]).max()) * OC)
+    if DIGIT_BITS + wbits + terms > 61:
+        return None
+    # one kernel offset reaches an input position from one window at most (the windows are
+    # distinct (bn, o) and a window's position at offset k is injective in o): then an indexed
+    # add is exact; checked on the geometry, np.add.at otherwise
+    distinct = _offsets_distinct(flat)
+    d, nd, cbits = digits(c.view(np.ndarray))
+    D = d.reshape(nd * c.shape[0], OC)
+    fD = D.astype(np.float64)
+    w3 = w64.reshape(OC, K, C)
+    acc = np.zeros((nd, BN * S, C), dtype=np.int64)
+    for k in range(K):
+        sel = np.flatnonzero(valid[:, k])
+        if not sel.size:
+            continue
+        prods = word_matmul(D, DIGIT_BITS, np.ascontiguousarray(w3[:, k, :]), wbits, fD)  # |.| < OC 2**(16+wbits)
+        prods = prods.reshape(nd, c.shape[0], C)
+        if sel.size < c.shape[0]:
+            prods = prods[:, sel, :]
+        t = target[sel, k]
+        if distinct:
+            acc[:, t, :] += prods
+        else:   # pragma: no cover - convolution windows are injective at each offset
+            np.add.at(acc, (slice(None), t), prods)
+    ints = from_digits(acc.reshape(nd, BN * S * C), cbits + wbits + terms)
+    return wrap(ints.reshape(BN, S, C), c.e + wk.e)
 
 
 def _conv_of_identity(tx, off, x, w, stride, padding, dilation, groups, unbatched, out_shape):

@@ -416,7 +416,7 @@ def _float_pruned(v, valid, take_min):
     from .._exact import FLOAT_SLACK, near_floats
 
     G, K = v.shape
-    f = near_floats(v.ravel().tolist())
+    f = near_floats(v.reshape(-1))
     if f is None:
         return None
     f = f.reshape(G, K)
@@ -430,13 +430,16 @@ def _float_pruned(v, valid, take_min):
     single = cand.sum(axis=1) == 1
     rows = np.arange(G)
     best[single] = v[rows[single], np.argmax(cand[single], axis=1)] if single.any() else best[single]
-    for g in np.flatnonzero(~single).tolist():
-        cols = np.flatnonzero(cand[g])
-        vals = v[g, cols]
-        b = vals.min() if take_min else vals.max()
-        best[g] = b
-        ties[g] = False
-        ties[g, cols] = vals == b
+    multi = np.flatnonzero(~single)
+    if multi.size:
+        # the rows with several candidates (tied windows: most are all-zero relu outputs), all at
+        # once: non-candidates take a candidate's value, so the exact max over the row is the max
+        # over its candidates, and the ties are the candidates equal to it (exact comparisons)
+        sub, cm = v[multi], cand[multi]
+        sub = np.where(cm, sub, sub[np.arange(multi.size), np.argmax(cm, axis=1)][:, None])
+        b = sub.min(axis=1) if take_min else sub.max(axis=1)
+        best[multi] = b
+        ties[multi] = cm & np.asarray(sub == b[:, None], dtype=bool)
     return best, ties
 
 
@@ -459,7 +462,14 @@ def winner_vjp(ctx, x, cot):
     B = c.shape[0]
     src = a["fidx"][np.arange(a["fidx"].shape[0]), a["winner"]]
     g = zeros_like_cot((B, x.size), c)
-    np.add.at(g, (slice(None), src), c.reshape(B, -1))
+    from .._fixed import Fx
+
+    if (type(c) is np.ndarray or isinstance(c, Fx)) and np.bincount(src, minlength=1).max(initial=0) <= 1:
+        # distinct winners (windows that do not overlap, the usual max-pool): each cotangent is
+        # placed, not added to a zero (the same values, without a Python addition per entry)
+        g[:, src] = c.reshape(B, -1)
+    else:
+        np.add.at(g, (slice(None), src), c.reshape(B, -1))
     return g.reshape((B,) + x.shape)
 
 

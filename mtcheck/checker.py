@@ -542,8 +542,6 @@ def _rate(Q, i, t):
 
 
 def _mm(a, b):
-    from ._exact import matmul2d
-
     return matmul2d(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
 
 

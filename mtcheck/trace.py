@@ -99,6 +99,33 @@ def user_frame() -> str:
     return "<unknown>"
 
 
+def _elements(t: torch.Tensor):
+    """The storage offsets (in elements) a tensor covers: (lo, hi) bounds, and the exact set for a
+    small tensor (None for a large one, where only the bounds are compared)."""
+    off = t.storage_offset()
+    lo = off + sum(min(0, (n - 1) * st) for n, st in zip(t.shape, t.stride()) if n)
+    hi = off + sum(max(0, (n - 1) * st) for n, st in zip(t.shape, t.stride()) if n)
+    exact = None
+    if t.numel() <= 1 << 16:
+        idx = torch.as_strided(torch.arange(hi + 1), t.shape, t.stride(), off) if t.numel() else torch.empty(0)
+        exact = set(idx.reshape(-1).tolist())
+    return lo, hi, exact
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors of one storage share an element (conservative for large ones; two
+    disjoint slices, as GRU's gates split from one product, do not)."""
+    if a.numel() == 0 or b.numel() == 0 or a.element_size() != b.element_size():
+        return a.numel() > 0 and b.numel() > 0
+    la, ha, ea = _elements(a)
+    lb, hb, eb = _elements(b)
+    if ha < lb or hb < la:
+        return False
+    if ea is None or eb is None:
+        return True
+    return not ea.isdisjoint(eb)
+
+
 def _storage_key(t: torch.Tensor):
     try:
         return t.untyped_storage().data_ptr()
@@ -117,6 +144,7 @@ class _Recorder(TorchDispatchMode):
         self.branches: list = []
         self.stale: dict[int, str] = {}
         self.storage: dict[Any, set] = {}
+        self.tensors: dict[int, torch.Tensor] = {}     # id -> the tensor (kept alive by self.keep)
         for i, t in enumerate(inputs):
             self._bind(t, Ref("in", i))
 
@@ -125,6 +153,7 @@ class _Recorder(TorchDispatchMode):
         self.map[id(t)] = ref
         self.keep.append(t)
         self.stale.pop(id(t), None)
+        self.tensors[id(t)] = t
         k = _storage_key(t)
         if k is not None:
             self.storage.setdefault(k, set()).add(id(t))
@@ -138,6 +167,7 @@ class _Recorder(TorchDispatchMode):
             self.keep.append(t)
             # a constant's memory can be written through a view (copy_ into a slice of a factory
             # tensor): its aliases must then go stale like those of any other tensor
+            self.tensors[id(t)] = t
             k = _storage_key(t)
             if k is not None:
                 self.storage.setdefault(k, set()).add(id(t))
@@ -234,7 +264,8 @@ class _Recorder(TorchDispatchMode):
                     t = args[i]
                     k = _storage_key(t)
                     for other in self.storage.get(k, ()):
-                        if other != id(t):
+                        o = self.tensors.get(other)
+                        if other != id(t) and (o is None or _overlap(o, t)):
                             self.stale[other] = f"{name} at {node.where}"
         if not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
             # an op returning a Python bool (is_nonzero): a branch on the new node

@@ -323,3 +323,35 @@ def test_ldexp_exponent_derivative_and_pytorch_negative_exponent_gradient():
         assert rep.verdict is mtcheck.Verdict.SMOOTH_WRONG
     else:   # a torch where it is fixed
         assert rep.verdict is mtcheck.Verdict.SMOOTH_OK
+
+
+def test_in_place_writes_to_disjoint_slices_leave_the_other_slices_readable():
+    """An in-place op on one slice makes stale only the views that share an element with it: GRU's
+    gates are in-place sigmoid/tanh on disjoint slices of one product (it was refused as a read of
+    a tensor changed through an alias); a view overlapping the written slice is still refused."""
+    def disjoint(x):
+        y = x * 2
+        a, b = y[:2], y[2:]
+        a.sigmoid_()
+        return a + b                       # b does not share an element with a
+
+    def overlapping(x):
+        y = x * 2
+        a, b = y[:3], y[2:]
+        a.sigmoid_()
+        return b * 1                       # b[0] is a[2]: stale
+
+    x = torch.tensor([0.5, -1.0, 0.25, 2.0], dtype=torch.float64)
+    assert mtcheck.check(disjoint, x).verdict is mtcheck.Verdict.SMOOTH_OK
+    with pytest.raises(mtcheck.UnsupportedOpError, match="changed in place through an alias"):
+        mtcheck.check(overlapping, x)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gru_is_decided(layers):
+    from mtcheck.certificate import verify
+
+    torch.manual_seed(0)
+    rep = mtcheck.check(torch.nn.GRU(4, 3, num_layers=layers, batch_first=True), torch.randn(2, 3, 4))
+    assert rep.verdict is mtcheck.Verdict.SMOOTH_OK, rep.explain()
+    assert verify(rep.certificate).ok

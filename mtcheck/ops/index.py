@@ -33,6 +33,8 @@ _INDEX_OPS = (
     "aten.lift_fresh_copy.default", "aten.constant_pad_nd.default", "aten.masked_select.default",
     "aten.flatten.using_ints", "aten.unflatten.int", "aten.swapaxes.default", "aten.pixel_shuffle.default",
     "aten.pixel_unshuffle.default", "aten.channel_shuffle.default",
+    # (the unsafe_ variants differ only in their aliasing contract: GRU's gates split one product)
+    "aten.unsafe_split.Tensor", "aten.unsafe_split_with_sizes.default", "aten.unsafe_chunk.default",
 )
 
 

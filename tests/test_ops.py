@@ -124,9 +124,9 @@ def test_supported_ops_lists_the_registry():
         assert op in ops
 
 
-_RULE_MODULES = ["arith", "index", "linalg", "nonsmooth", "pooling", "refused", "sorting", "activations", "losses",
-                 "norms", "scatter", "extra", "extra_index", "smooth", "attention", "special", "steps",
-                 "linalg_enclosed", "misc_smooth", "linalg_eigh", "linalg_svd", "linalg_qr", "linalg_pinv", "householder"]
+# the modules that register by what is already loaded (register_new, _reject_new), and a few that
+# come after them: since the package fills the registry on import, any first module gives the same
+_RULE_MODULES = ["extra", "extra_index", "smooth", "special", "rnn"]
 
 
 def test_rule_registry_does_not_depend_on_import_order():

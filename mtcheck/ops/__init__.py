@@ -179,6 +179,7 @@ def _load() -> None:
     from . import linalg_qr  # noqa: F401  (QR decomposition, enclosed)
     from . import linalg_pinv  # noqa: F401  (pseudo-inverse of full-rank matrices, exact)
     from . import householder  # noqa: F401  (products of Householder reflectors, exact)
+    from . import rnn  # noqa: F401  (oneDNN LSTM layer, enclosed)
 
 
 # The registry is filled in one fixed order whenever the package is imported: importing any rule

@@ -22,7 +22,7 @@ SUBSET = (
     "select_scatter", "masked_scatter", "nn.functional.pad.reflect", "nn.functional.interpolate.nearest",
     "nn.functional.interpolate.bilinear", "aminmax", "nn.functional.hardshrink", "reciprocal", "nan_to_num",
     "nn.functional.mse_loss", "nn.functional.embedding", "var", "linalg.det", "linalg.solve",
-    "scatter_reduce.sum", "mode", "floor", "exp", "sin", "linalg.eigh", "linalg.svd",
+    "scatter_reduce.sum", "mode", "floor", "exp", "sin", "linalg.eigh", "special.zeta",
 )
 
 
@@ -52,7 +52,7 @@ def test_outcomes_are_classified(result):
     # floor: decided off its jumps (the raw sample), refused on them (the integer grid)
     assert by["floor"]["status"] == "decided" and "jumps at every integer" in by["floor"]["partial"]
     assert by["mode"]["status"] == "outside"
-    assert by["linalg.svd"]["status"] == "unsupported" and "irrational" in by["linalg.svd"]["reason"]
+    assert by["special.zeta"]["status"] == "unsupported" and "irrational" in by["special.zeta"]["reason"]
     assert by["linalg.eigh"]["status"] == "decided"    # enclosed (ops/linalg_eigh.py)
     assert by["exp"]["status"] == "decided"          # enclosed (issue 10)
     assert by["dot"]["status"] == "decided"
@@ -104,7 +104,7 @@ def test_catalogue_merges_the_sweep(result):
         assert f"| `{r['op']}` |" in md, r["op"]
     rows = {r["op"]: r for r in catalogue.sweep_rows(result)}
     assert rows["mode"]["reason"].startswith("discontinuous")
-    assert rows["linalg.svd"]["reason"].startswith("irrational")
+    assert rows["special.zeta"]["reason"].startswith("irrational")
     assert rows["dot"]["verdict"] == "associated"
 
 

@@ -28,7 +28,12 @@ Below float64 (real float32/float16/bfloat16 weights) :func:`_synthesize_float` 
 instead: a float64 Newton on the replayed trace, exact rows by reverse mode, the exact
 lattice of solutions at the finest representable grid (coarser ones when it has no float
 tie), and a search of that lattice in PyTorch's float forward (replayed op by op) for a point
-that ties there too; see the note above :data:`FLOAT_SEARCH_CANDIDATES`.
+that ties there too; see the note above :data:`FLOAT_SEARCH_CANDIDATES`. A single relu target fed
+by a float32 convolution that PyTorch computes as one fused multiply-add chain per output (checked
+bit for bit on the program first) goes to :mod:`mtcheck._fma_ties` before that search: the chain
+returns 0.0 only when its last nonzero product is a float, so the last term's activation is first
+set to a short float in PyTorch's forward (:func:`_fma_first`); the tie is still found on the
+lattice of exact solutions and decided by :func:`_confirm`.
 """
 
 from __future__ import annotations
@@ -505,6 +510,9 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
         # (the float path checks for enclosures on its own evaluation of the program up to the
         # deepest target: a whole-program evaluation only for that check costs as much as the
         # synthesis of a shallow tie, and values downstream of the targets do not enter their rows)
+        if len(targets) == 1 and _fma_first(prog, x0, targets[0], res, seed, max_free):
+            return _finish(res, "fma-short-last", t0, "")
+        res = TieResult(x0, False)
         try:
             return _synthesize_float(prog, x0, targets, max_free=max_free, max_rounds=max(max_rounds, 10),
                                      seed=seed, res=res, t0=t0)
@@ -672,6 +680,21 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
             continue
         delta_cur, x_cur = d_star, x_star     # next round: re-linearize at the rational solution
     return _finish(res, method, t0, last_reason)
+
+
+def _fma_first(prog, x0, target, res, seed, max_free) -> bool:
+    """A relu fed by a convolution of hidden activations, in float32: the short-last-term
+    construction of :mod:`mtcheck._fma_ties` first (the lattice search below cannot tie such a unit
+    in PyTorch's FMA convolution). True when it placed a confirmed tie in ``res``."""
+    from ._fma_ties import fma_conv_tie
+
+    try:
+        return fma_conv_tie(prog, x0, target, res, seed=seed, max_free=max_free)
+    except _NO_REVERSE:
+        return False
+    except Exception:  # noqa: BLE001 - a heuristic construction: the generic path still runs
+        _STATS["fma_error"] += 1
+        return False
 
 
 _ENCLOSED_REASON = ("the program has enclosed (irrational) values upstream of its ties; "

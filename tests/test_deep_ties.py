@@ -198,6 +198,9 @@ def test_deep_ties_on_the_first_relu_of_default_init_lenet_in_float32(monkeypatc
     # the search's candidate count, not its time budget, bounds it here (the outcome does not
     # depend on the machine's load)
     monkeypatch.setattr(synth, "FLOAT_SEARCH_SECONDS", 30.0)
+    # the lattice path itself (the short-last-term construction of mtcheck._fma_ties, tried first
+    # where PyTorch's convolution is the FMA chain it models, is tested below)
+    monkeypatch.setattr(synth, "_fma_first", lambda *a, **k: False)
     model, (ex,) = zoo.ZOO["lenet-f32"]()
     model = model.eval()
     prog = Program(model, torch.zeros_like(ex))
@@ -210,3 +213,64 @@ def test_deep_ties_on_the_first_relu_of_default_init_lenet_in_float32(monkeypatc
         assert r.bits < 22            # found on a coarse lattice
         with torch.no_grad():
             assert (model.c1(r.input) == 0).any()
+
+
+def _exact_lenet_conv2_unit(model, x, o, i, j):
+    """LeNet's second-convolution pre-activation at unit (o, i, j), in exact rationals (Fractions of the
+    float32 weights and input), independently of mtcheck."""
+    from fractions import Fraction as Fr
+
+    W1, b1 = model.c1.weight.detach().double().numpy(), model.c1.bias.detach().double().numpy()
+    W2, b2 = model.c2.weight.detach().double().numpy(), model.c2.bias.detach().double().numpy()
+    xn = x.detach().double().numpy()[0, 0]
+
+    def conv1(c, y, z):
+        return Fr(b1[c]) + sum(Fr(xn[y + a, z + b]) * Fr(W1[c, 0, a, b]) for a in range(5) for b in range(5))
+
+    def pool1(c, y, z):
+        return max(max(conv1(c, 2 * y + a, 2 * z + b), Fr(0)) for a in range(2) for b in range(2))
+
+    return Fr(b2[o]) + sum(pool1(c, i + a, j + b) * Fr(W2[o, c, a, b])
+                           for c in range(6) for a in range(5) for b in range(5))
+
+
+def _exact_lenet_conv1_unit(model, x, o, i, j):
+    from fractions import Fraction as Fr
+
+    W1, b1 = model.c1.weight.detach().double().numpy(), model.c1.bias.detach().double().numpy()
+    xn = x.detach().double().numpy()[0, 0]
+    return Fr(b1[o]) + sum(Fr(xn[i + a, j + b]) * Fr(W1[o, 0, a, b]) for a in range(5) for b in range(5))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_deep_ties_on_the_conv_relus_of_default_init_lenet_in_float32(monkeypatch, depth):
+    """The relus after LeNet's convolutions (depth 3: after the second one). oneDNN's FMA chain returns
+    0.0 only when the last nonzero term's product a_T * w_T is a float, which a full-mantissa pool
+    activation never gives; the short-last-term construction (mtcheck._fma_ties) sets a_T to a short
+    float first (at depth 1, a_T is an input pixel). The tie is exact (checked here in Fractions,
+    independently of mtcheck) and PyTorch's float forward sees it (0.0 in the module's own forward)."""
+    import torch.nn.functional as F
+
+    import mtcheck._fma_ties as fma
+
+    monkeypatch.setattr(fma, "FMA_SECONDS", 30.0)       # bounded by its candidates, not the machine's load
+    model, (ex,) = zoo.ZOO["lenet-f32"]()
+    model = model.eval()
+    prog = Program(model, torch.zeros_like(ex))
+    node = prog.nonsmooth[depth - 1]
+    side = 8 if depth == 3 else 24
+    for i in (0, 1):
+        g = torch.Generator().manual_seed(20 + i)
+        x = (torch.randint(-8, 9, ex.shape, generator=g) / 4).float()
+        r = synthesize(prog, x, [Target(node)], seed=i)
+        assert r.ok and all(r.exact) and all(r.in_float), r.reason
+        assert r.method == "fma-short-last"
+        (t,) = r.targets
+        o, rem = divmod(t.group, side * side)
+        ii, jj = divmod(rem, side)
+        with torch.no_grad():
+            h = model.c1(r.input)
+            pre = h if depth == 1 else model.c2(F.max_pool2d(torch.relu(h), 2))
+        assert pre[0, o, ii, jj].item() == 0.0
+        exact = (_exact_lenet_conv1_unit if depth == 1 else _exact_lenet_conv2_unit)(model, r.input, o, ii, jj)
+        assert exact == 0

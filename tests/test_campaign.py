@@ -134,3 +134,38 @@ def test_a_second_finding_kind_met_while_shrinking_is_saved_not_dropped(monkeypa
     campaign._run_batch("t", cfg, strategy, random.Random(1), msgs.append, 0)
     kinds = {m[3] for m in msgs if m[0] == "finding"}
     assert kinds == {"NOT_ASSOCIATED", "SMOOTH_WRONG"}, [m for m in msgs if m[0] == "finding"]
+
+
+def test_a_finding_being_shrunk_when_the_campaign_stops_is_sent_at_once(monkeypatch):
+    """At the campaign's deadline a worker may be stopped before its shrinking ends (a real model's
+    draws take seconds): the finding is sent as found as soon as the stop is seen."""
+    import random
+    from types import SimpleNamespace
+
+    import torch
+    from hypothesis import strategies as st
+
+    import mtcheck
+    from mtcheck import campaign
+
+    calls = []
+
+    def check(prog, *xs, **k):
+        calls.append(prog)
+        return SimpleNamespace(n=prog, verdict="ROUNDING_BRANCH" if prog >= 500 else None)
+
+    monkeypatch.setattr(mtcheck, "check", check)
+    monkeypatch.setattr(campaign, "_summarize", lambda rep: ([], 0, ()))
+    monkeypatch.setattr(campaign, "_layer_kinds", lambda rep: [])
+    monkeypatch.setattr(campaign, "finding_of", lambda rep, confirm=None: None if rep.verdict is None
+                        else (rep.verdict, ["op"]))
+    monkeypatch.setattr(campaign, "_serial_case", lambda p, cfg: {"n": p["report"].n})
+    msgs = []
+    stopped = lambda: any(c >= 500 for c in calls)            # noqa: E731 - stops right after the first
+    strategy = st.integers(0, 10_000).map(lambda n: (n, (torch.tensor([float(n)]),), f"prog{n}"))
+    campaign._run_batch("t", campaign.Config(targets=["t"], corpus="unused", batch=30), strategy,
+                        random.Random(1), msgs.append, 0, stopped)
+    found = [m for m in msgs if m[0] == "finding"]
+    assert found and found[0][3] == "ROUNDING_BRANCH"
+    first_check_after = next(i for i, m in enumerate(msgs) if m[0] == "finding")
+    assert not any(m[0] == "check" for m in msgs[first_check_after + 1:])   # sent before any further check

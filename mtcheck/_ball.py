@@ -139,23 +139,16 @@ def _float_view_of_constant(x: np.ndarray, sources: dict):
     if src is None or src[0] is not root:
         return None
     _, r, fl = src
-    src = (r, fl)
     if r.dtype != object or r.itemsize != 8 or not r.flags.c_contiguous:
         return None
-    f = np.ascontiguousarray(src[1], dtype=np.float64).reshape(-1)
-    if f.size != r.size:
-        return None
+    f = np.ascontiguousarray(fl, dtype=np.float64).reshape(-1)
     off = x.__array_interface__["data"][0] - r.__array_interface__["data"][0]
-    if off < 0:
+    if f.size != r.size or off < 0 or off % 8 or any(st < 0 for st in x.strides):
         return None
-    if off % 8:
+    hi = off // 8 + sum((n - 1) * st for n, st in zip(x.shape, x.strides) if n) // 8
+    if hi >= f.size:
         return None
-    lo = off // 8 + sum(min(0, (n - 1) * st) for n, st in zip(x.shape, x.strides)) // 8
-    hi = off // 8 + sum(max(0, (n - 1) * st) for n, st in zip(x.shape, x.strides)) // 8
-    if lo < 0 or hi >= f.size:
-        return None
-    return np.lib.stride_tricks.as_strided(f[off // 8:], shape=x.shape, strides=x.strides, writeable=False) \
-        if all(st >= 0 for st in x.strides) else None
+    return np.lib.stride_tricks.as_strided(f[off // 8:], shape=x.shape, strides=x.strides, writeable=False)
 
 
 def to_ball(x) -> "Ball":

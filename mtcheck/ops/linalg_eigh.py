@@ -116,8 +116,7 @@ class Eigh(Rule):
         s = _sym(a, uplo)
         n = a.shape[-1]
         rec = ctx.recorded
-        rec_v = rec[1].detach().to(dtype=__import__("torch").float64).numpy() \
-            if isinstance(rec, (tuple, list)) and rec[1].numel() else None
+        rec_v = rec[1].detach().double().numpy() if isinstance(rec, (tuple, list)) and rec[1].numel() else None
         lam = ball(np.zeros(a.shape[:-1]))
         V = ball(np.zeros(a.shape))
         for idx in np.ndindex(*a.shape[:-2]):

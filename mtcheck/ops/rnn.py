@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import NotModelled, Rule, register
-from .._ball import Ball, apply, ball, exactify, to_ball
+from .._ball import apply, ball, exactify, to_ball
 from .smooth import _sigmoid
 
 
@@ -43,8 +43,7 @@ def _unpack(args):
 
 def _mm_t(a, w):
     """a @ w^T with a (..., k) and w (n, k), as enclosures."""
-    return np.matmul(to_ball(a), to_ball(np.swapaxes(np.asarray(w, dtype=object), 0, 1))
-                     if not isinstance(w, Ball) else np.swapaxes(w, 0, 1))
+    return np.matmul(to_ball(a), np.swapaxes(to_ball(w), 0, 1))
 
 
 @register("aten.mkldnn_rnn_layer.default")
@@ -76,8 +75,7 @@ class MkldnnLstmLayer(Rule):
             h_new = so * tc
             if B:
                 # d gates = dx W_ih^T + x dW_ih^T + dh W_hh^T + h dW_hh^T + db_ih + db_hh
-                dg = np.matmul(dh, np.swapaxes(to_ball(np.asarray(w_hh, dtype=object)), 0, 1)[None]) \
-                    if not isinstance(w_hh, Ball) else np.matmul(dh, np.swapaxes(w_hh, 0, 1)[None])
+                dg = _mm_t(dh, w_hh)
                 if tan.get(0) is not None:
                     dg = dg + _mm_t(to_ball(tan[0])[:, t], w_ih)
                 if tan.get(1) is not None:

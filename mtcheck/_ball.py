@@ -473,23 +473,47 @@ def _mean(x, axis=None, keepdims=False):
     return _div(_sum(x, axis, keepdims), float(k))
 
 
+def _exact_floats(x):
+    """The float64 values of an operand that is exactly a float array (a float ndarray, or an exact
+    constant known by its float64 values, or a view of one), else None: a product with a weight
+    matrix then reads its floats directly instead of building a Ball of radius 0 at every call."""
+    if not isinstance(x, np.ndarray) or isinstance(x, Ball) or x.ndim == 0:
+        return None
+    if x.dtype == np.float64:
+        return x
+    if x.dtype == np.float32 or x.dtype == np.float16:
+        return x.astype(np.float64)
+    if x.dtype != object:
+        return None
+    from ._fixed import _FLOAT_SOURCE
+
+    src = _FLOAT_SOURCE.get(id(x))
+    if src is not None and src[0] is x:
+        return src[1]
+    return _float_view_of_constant(x, _FLOAT_SOURCE)
+
+
 def matmul(a, b) -> "Ball":
     """Enclosure of ``a @ b`` (numpy matmul broadcasting) by four float64 products."""
+    if isinstance(a, Ball) and a.ndim >= 2 and np.ndim(b) == 2:
+        # rows of a that are exactly 0 (mid and radius) give exact zero rows: reverse passes carry
+        # one-hot cotangents, zero outside the rows their seeds reach (a token, a pixel), so only
+        # the rest is multiplied. The test reads a's complex storage once, without splitting it.
+        k, n = a.shape[-1], np.shape(b)[1]
+        if max(a.size, (a.size // max(k, 1)) * n) >= 65536:
+            st = a.view(np.ndarray).reshape(-1, k)
+            live = (st != 0).any(axis=1)
+            if live.mean() < 0.5:
+                rows = np.flatnonzero(live)
+                sub = matmul(st[rows].view(Ball), b).view(np.ndarray)
+                out = np.zeros((st.shape[0], n), dtype=np.complex128)
+                out[rows] = sub
+                return out.reshape(a.shape[:-1] + (n,)).view(Ball)
     am, ar = _parts(a)
-    bm, br = _parts(b)
+    fb = _exact_floats(b)
+    bm, br = (fb, 0.0) if fb is not None else _parts(b)
     am, bm, ar, br = (np.asarray(v, dtype=np.float64) for v in (am, bm, ar, br))
     k = am.shape[-1]
-    if bm.ndim == 2 and am.ndim >= 2 and am.size >= 65536 and np.ndim(br) in (0, 2):
-        # rows of a that are exactly 0 (mid and radius) give exact zero rows: reverse passes carry
-        # one-hot cotangents, zero outside the rows their seeds reach, so only the rest is multiplied
-        A, Ar = am.reshape(-1, k), np.broadcast_to(ar, am.shape).reshape(-1, k)
-        live = A.any(axis=1) | Ar.any(axis=1)
-        if live.mean() < 0.5:
-            rows = np.flatnonzero(live)
-            sub = matmul(_wrap(A[rows], Ar[rows]), _wrap(bm, np.broadcast_to(br, bm.shape)))
-            out = np.zeros((A.shape[0], bm.shape[1]), dtype=np.complex128)
-            out[rows] = sub.view(np.ndarray)
-            return out.reshape(am.shape[:-1] + (bm.shape[1],)).view(Ball)
     z = np.matmul(am, bm)
     aam, abm = np.abs(am), np.abs(bm)
     g = gamma(k + 2)
@@ -544,7 +568,17 @@ def _where_zero(args, kwargs):
         return None
     if keys_of(b) is not None or b.size < 65536:
         return None
-    out = b.view(np.ndarray) * mask.astype(np.float64)
+    st = b.view(np.ndarray)
+    if mask.shape == st.shape and st.ndim >= 2:
+        # a one-hot cotangent batch is zero outside the rows its seeds reach: mask only the rest
+        flat = st.reshape(-1, st.shape[-1])
+        live = (flat != 0).any(axis=1)
+        if live.mean() < 0.5:
+            rows = np.flatnonzero(live)
+            out = np.zeros_like(flat)
+            out[rows] = flat[rows] * mask.reshape(flat.shape)[rows]
+            return out.reshape(st.shape).view(Ball)
+    out = st * mask.astype(np.float64)
     return out.view(Ball)
 
 

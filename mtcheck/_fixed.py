@@ -170,6 +170,15 @@ def from_exact(a: np.ndarray) -> "Fx":
     view = _view_of_constant(a)
     if view is not None:
         return view
+    if a.size >= 4096:
+        # mostly zeros (reverse-mode seeds: one-hot rows): only the nonzero entries are converted
+        nz = np.flatnonzero(np.asarray(a.ravel() != 0, dtype=bool))
+        if nz.size * 8 < a.size:
+            pairs = [_dyadic(v) for v in a.ravel()[nz].tolist()]
+            E = max((e for _, e in pairs), default=0)
+            ints = np.zeros(a.size, dtype=object)
+            ints[nz] = [int(n) << (E - e) for n, e in pairs]
+            return wrap(ints.reshape(a.shape), E)
     flat = a.ravel().tolist()
     pairs = [_dyadic(v) for v in flat]
     E = max((e for _, e in pairs), default=0)

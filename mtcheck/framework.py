@@ -178,14 +178,38 @@ def _note(node, j, nout) -> str:
 
 def reverse_jacobian(tr: Trace, wrt: list) -> np.ndarray:
     """Row i = vjp with cotangent e_i: the framework Jacobian J_fw (m, n), float64 (exact copy of the dtype)."""
-    m = sum(o.numel() for o in _float_outputs(tr))
-    rows = []
-    for i in range(m):
-        e = np.zeros(m)
-        e[i] = 1.0
-        rows.append(vjp(tr, wrt, e))
+    outs = _float_outputs(tr)
+    m = sum(o.numel() for o in outs)
     n = sum(tr.inputs[i].numel() for i in wrt)
-    return np.array(rows).reshape(m, n)
+    ins = [tr.inputs[i] for i in wrt]
+    if not any(o.requires_grad for o in outs) or m == 0:
+        return np.array([vjp(tr, wrt, np.eye(m)[i]) for i in range(m)]).reshape(m, n)
+    # the same reverse pass as vjp(e_i), row by row, with one zero cotangent buffer per output whose
+    # entry i is set and reset around each call
+    bufs = [torch.zeros(o.shape, dtype=o.dtype) for o in outs]
+    flat = [b.view(-1) for b in bufs]
+    live = [k for k, o in enumerate(outs) if o.requires_grad]
+    J = np.zeros((m, n))
+    off = 0
+    for k, o in enumerate(outs):
+        for j in range(o.numel()):
+            if o.requires_grad:
+                flat[k][j] = 1
+                try:
+                    grads = torch.autograd.grad([outs[q] for q in live], ins, [bufs[q] for q in live],
+                                                retain_graph=True, allow_unused=True)
+                except (RuntimeError, NotImplementedError):
+                    flat[k][j] = 0
+                    e = np.zeros(m)
+                    e[off + j] = 1.0
+                    vjp(tr, wrt, e)          # raises the documented error (no derivative, ...)
+                    raise
+                # copied out before the buffer is reset: a gradient may be a view of the cotangent
+                # (sum's backward expands it)
+                J[off + j] = np.concatenate([_dense(g, x) for g, x in zip(grads, ins)])
+                flat[k][j] = 0
+        off += o.numel()
+    return J
 
 
 def check_linearity(tr: Trace, wrt: list, J: np.ndarray, tol, exact_scaling: bool = True,

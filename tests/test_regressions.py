@@ -122,3 +122,24 @@ def test_weight_and_bias_together_are_affine_not_a_product():
     x[0, 0, 1, 1] = 1
     rep = mtcheck.check(m, x, wrt=["conv.weight", "conv.bias"])
     assert rep.differentiable is not None, rep.reasons
+
+
+def test_framework_jacobian_rows_equal_one_vjp_each():
+    """reverse_jacobian reuses one cotangent buffer per output, setting and resetting entry i
+    around each reverse pass; a gradient that is a view of the cotangent (sum's backward expands
+    it) must be copied before the reset (it read back as zeros once)."""
+    import numpy as np
+
+    from mtcheck import framework
+    from mtcheck.trace import prepare_inputs, trace
+
+    def prog(x):
+        return (x.sum() * 1, torch.relu(x) * 3, x.expand(2, 3))
+
+    x = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64)
+    leaves, _ = prepare_inputs((x,), None)
+    tr = trace(prog, leaves)
+    J = framework.reverse_jacobian(tr, [0])
+    m = J.shape[0]
+    rows = np.array([framework.vjp(tr, [0], np.eye(m)[i]) for i in range(m)])
+    assert m == 10 and np.array_equal(J, rows) and J[0].tolist() == [1.0, 1.0, 1.0]

@@ -50,6 +50,8 @@ import torch
 import z3
 
 from ._exact import Q0, from_tensor, q, to_float, zeros
+from ._ball import Ball, exactify
+from .errors import UndecidedError
 from .model import ExactModel, NoReverse, has_balls
 from .strata import SolverLimits, make_solver
 from .trace import prepare_inputs, trace
@@ -296,7 +298,7 @@ def _floats(a) -> np.ndarray:
         return to_float(a)
 
 
-def _linearize(prog, ev, D):
+def _linearize(prog, ev, D, upto=None):
     """Exact tangents along the rows of D. The model offers a verified-float fast path and a
     rational one; which is faster depends on the network (measured: the rational path 6x faster
     on a 256-wide MLP, the fast path 2x faster on LeNet), so the first call times both and the
@@ -305,17 +307,17 @@ def _linearize(prog, ev, D):
     if prog.lin_fast is None:
         try:
             t0 = time.perf_counter()
-            out = model.linearize(ev, [0], D, fast=False)
+            out = model.linearize(ev, [0], D, fast=False, upto=upto)
             t1 = time.perf_counter()
-            model.linearize(ev, [0], D, fast=True)
+            model.linearize(ev, [0], D, fast=True, upto=upto)
             t2 = time.perf_counter()
             prog.lin_fast = (t2 - t1) < (t1 - t0)
             return out
         except TypeError:       # a model without the option
             prog.lin_fast = True
     if prog.lin_fast:
-        return model.linearize(ev, [0], D)
-    return model.linearize(ev, [0], D, fast=False)
+        return model.linearize(ev, [0], D, upto=upto)
+    return model.linearize(ev, [0], D, fast=False, upto=upto)
 
 
 class Directions:
@@ -359,10 +361,11 @@ class Directions:
 class _Rows:
     """Exact tangent rows of every discriminant along the free directions, at one evaluation."""
 
-    def __init__(self, prog: Program, ev, dirs: Directions):
+    def __init__(self, prog: Program, ev, dirs: Directions, last: int | None = None):
         self.prog, self.ev, self.dirs = prog, ev, dirs
+        self.last = last          # the deepest target: rows of nodes past it may be enclosures
         self.s = dirs.s
-        self.tans = _linearize(prog, ev, dirs.matrix())
+        self.tans = _linearize(prog, ev, dirs.matrix(), last)
         self._cache: dict = {}
 
     def float_rows(self, node: int, di: int):
@@ -375,7 +378,14 @@ class _Rows:
         key = (node, di)
         if key not in self._cache:
             disc = self.ev.discs[node][di]
-            self._cache[key] = self.prog.model.disc_rows(self.ev, self.tans, node, disc, self.s)
+            rows = self.prog.model.disc_rows(self.ev, self.tans, node, disc, self.s)
+            if isinstance(rows, Ball):
+                # an exact value with an enclosed derivative (elu above 0: exp(min(x, 0)) is a Ball
+                # of radius 0 there); a radius means the row is irrational and cannot be solved for
+                rows = exactify(rows)
+                if isinstance(rows, Ball):
+                    raise _Enclosed(node)
+            self._cache[key] = rows
         return self._cache[key]
 
 
@@ -491,10 +501,22 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
     mode and a search of the lattice of exact solutions in PyTorch's float forward, the
     path for real float32/float16/bfloat16 weights), ``"auto"``: ``"float"`` below float64.
     """
-    if every_layer:
-        return _every_layer(prog, x0, list(targets), max_free=max_free, max_rounds=max_rounds, seed=seed, lim=lim,
-                            method=method)
     t0 = time.perf_counter()
+    try:
+        if every_layer:
+            return _every_layer(prog, x0, list(targets), max_free=max_free, max_rounds=max_rounds, seed=seed,
+                                lim=lim, method=method)
+        return _synthesize(prog, x0, targets, max_free=max_free, max_rounds=max_rounds, seed=seed, lim=lim,
+                           method=method, t0=t0)
+    except _Enclosed:
+        return _finish(TieResult(x0, False), "none", t0, _ENCLOSED_REASON)
+    except UndecidedError as e:
+        # the exact forward cannot decide a case at the seed (enclosures overlap at a comparison
+        # of irrational values): nothing to solve from; the check at the input says UNKNOWN
+        return _finish(TieResult(x0, False), "none", t0, f"the exact forward is undecided at the seed: {e}")
+
+
+def _synthesize(prog, x0, targets, *, max_free, max_rounds, seed, lim, method, t0) -> TieResult:
     lim = lim or SolverLimits(rlimit=2_000_000, timeout_ms=10_000, seed=seed)
     rng = np.random.default_rng(seed)
     dtype = prog.dtype
@@ -519,10 +541,16 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
         except _NO_REVERSE:
             _STATS["float_path_fallback"] += 1
             res = TieResult(x0, False)
-    if _has_enclosures(prog, x_seed):
+    last = max(t.node for t in targets)
+    if _has_enclosures(prog, x_seed, last):
         # irrational values (an enclosed smooth op, eval batch norm): the lattice of exact solutions
         # needs exact tie rows; the input is returned unmoved, with the reason
         return _finish(res, "none", t0, _ENCLOSED_REASON)
+    if k0 > kmax:
+        # a seed on a finer grid than the lattice searched (randn in float64): start from its
+        # rounding to 2^-kmax (the seed only steers; the tie found is decided exactly)
+        x_cur = np.array([Q(_round_q(v * (1 << kmax)), 1 << kmax) for v in x_seed.tolist()], dtype=object)
+        x_seed, k0 = x_cur.copy(), kmax
     method = "seed"
     fixed: dict = {}          # node -> Target (resolved, with group)
 
@@ -536,7 +564,10 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
     for rnd in range(max_rounds + 1):
         res.rounds = rnd + 1
         ev = prog.evaluate(x_cur)
-        R = _Rows(prog, ev, dirs)
+        if has_balls(ev, last):
+            # the input moved to where a smooth op upstream of a target is irrational (elu below 0)
+            return _finish(res, "none", t0, _ENCLOSED_REASON)
+        R = _Rows(prog, ev, dirs, last)
         eqs = []              # (Target, di, i, value, row)
         resolved = []
         ok_struct = True
@@ -640,9 +671,10 @@ def synthesize(prog: Program, x0: torch.Tensor, targets=(), *, every_layer: bool
         abs_rhs = [sum((a * b for a, b in zip(row, d_star)), Q0) for row in rows]
         done = False
         kstart = max(k0, 1)
-        ks = list(range(kstart, kmax + 1, 3))
-        if ks[-1] != kmax:
-            ks.append(kmax)
+        ktop = max(kmax, kstart)     # a seed on a finer grid than kmax (randn in float64) starts there
+        ks = list(range(kstart, ktop + 1, 3))
+        if ks[-1] != ktop:
+            ks.append(ktop)
         solvable = False
         for k in ks:
             z = lattice_point(rows, abs_rhs, d_star, k)
@@ -701,15 +733,20 @@ _ENCLOSED_REASON = ("the program has enclosed (irrational) values upstream of it
                     "deep_ties solves for ties in exact rational arithmetic only")
 
 
-def _has_enclosures(prog, x_seed) -> bool:
-    """Whether the program's exact forward at the seed holds enclosed values (Balls)."""
+def _has_enclosures(prog, x_seed, upto=None) -> bool:
+    """Whether the program's exact forward at the seed holds enclosed values (Balls) in the nodes
+    up to ``upto`` (the deepest target: values downstream of it do not enter its tie rows)."""
     from .model import has_balls
 
     try:
         ev = prog.evaluate(x_seed)
     except Exception:  # noqa: BLE001 - the synthesis reports its own failures later
         return False
-    return has_balls(ev)
+    return has_balls(ev, upto)
+
+
+class _Enclosed(Exception):
+    """A tie row of a target is an enclosure (an irrational derivative upstream of it)."""
 
 
 def _finish(res, method, t0, reason):
@@ -777,9 +814,14 @@ def _segment_root(prog, ev0, ev1, x_seed, dirs, delta_cur, step, resolved, max_e
     if len(off) != 1:
         return None
     t = off[0]
-    f = _window_margin_fn(ev0, t) or (_elem_value if t.label in _ELEMENTWISE else None)
-    if f is None:
+    f_exact = _window_margin_fn(ev0, t) or (_elem_value if t.label in _ELEMENTWISE else None)
+    if f_exact is None:
         return None
+
+    def f(ev, t):
+        # a point where a smooth op upstream of the target is irrational has no exact margin
+        return None if has_balls(ev, t.node) else f_exact(ev, t)
+
     fa, fb = f(ev0, t), f(ev1, t)
     if fa is None or fb is None or fa == 0:
         return None
@@ -858,6 +900,8 @@ def _path_step(R: _Rows, resolved, step):
 def _loose_ties(R: _Rows, resolved) -> bool:
     wanted = {(t.node, t.label, t.group) for t in resolved}
     for node in R.prog.nonsmooth:
+        if R.last is not None and node > R.last:
+            continue
         for di, disc in enumerate(R.ev.discs[node]):
             z = np.nonzero(disc.values == 0)[0]
             if z.size == 0:

@@ -378,7 +378,9 @@ class ExactModel:
             args = self._resolve(ev.values, node.args)
             kwargs = self._resolve(ev.values, node.kwargs)
             if not rule.balls and _any_ball(outs):
-                raise UnsupportedOpError(node.op, node.where, _NO_BALLS)
+                # an enclosed cotangent (from a smooth op downstream) at a rule without enclosures:
+                # forward mode keeps the tangents exact up to the enclosed values, so it can run
+                raise NoReverse(f"{node.op} has no reverse-mode rule for an enclosed cotangent")
             out = ev.values.get(Ref("node", node.index, 0))
             if isinstance(rec, tuple):
                 out = tuple(ev.values[Ref("node", node.index, j)] for j in range(nout))
@@ -428,7 +430,13 @@ class ExactModel:
 
             n = sum(ev.inputs[i].size for i in wrt)
             d = ball(np.eye(n)) if directions is None else to_ball(np.asarray(directions))
-            return self._linearize(ev, wrt, d, fast=False, upto=upto)
+            try:
+                return self._linearize(ev, wrt, d, fast=False, upto=upto)
+            except UnsupportedOpError as e:
+                if e.why != _NO_BALLS:
+                    raise
+                # a rule without enclosures (amax, a max-pool) upstream of the enclosed values met
+                # enclosed tangents: keep the tangents exact until they meet an enclosure (below)
         if fast:
             from ._fastfloat import Inexact, to_float_exact, wrap
 

@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["NetSpec", "Layer", "Dyadic", "register_op", "registered_ops", "encode_tensor", "decode_tensor",
-           "LAYER_KINDS", "NONSMOOTH_KINDS", "OP_KINDS"]
+           "LAYER_KINDS", "NONSMOOTH_KINDS", "OP_KINDS", "SMOOTH_KINDS"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -71,8 +71,14 @@ NORM_OPS = ("vector_norm", "cdist", "pdist")
 INDEX_OPS = ("scatter_reduce", "index_reduce", "embedding_bag")
 BINARY_OPS = ("fmax", "fmin", "maximum", "minimum", "clamp_tensor")
 OP_KINDS = (*ORDER_OPS, *NORM_OPS, *INDEX_OPS, *BINARY_OPS, "prelu")
+# smooth layers (issue 10, item 5): elementwise C^1 activations, and softmax / log-softmax over the
+# features; their values are irrational, so the engine encloses them (a tie downstream of one is
+# decided where it is exact or structural: tanh(0) = 0, sigmoid(0) = 1/2)
+SMOOTH_ACTIVATIONS = ("tanh", "sigmoid", "gelu", "silu", "softplus", "elu")
+SMOOTH_HEADS = ("softmax", "log_softmax")
+SMOOTH_KINDS = (*SMOOTH_ACTIVATIONS, *SMOOTH_HEADS)
 LAYER_KINDS = ("linear", "conv1d", "conv2d", *ACTIVATIONS, *POOLS, *REDUCTIONS, "add", "cat", "flatten",
-               "custom", *OP_KINDS)
+               "custom", *OP_KINDS, *SMOOTH_KINDS)
 NONSMOOTH_KINDS = frozenset((*ACTIVATIONS, *POOLS, *REDUCTIONS, "custom", *OP_KINDS))
 
 # name -> callable(tensor) -> tensor; elementwise ops users plant in generated networks
@@ -327,6 +333,8 @@ def _describe_layer(lay: Layer, i: int, spec: NetSpec) -> str:
         return f"embedding_bag({p['mode']}, width {p['width']}, {len(p['offsets'])} bags)" + src
     if k in BINARY_OPS:
         return f"{k}{list(lay.src) if lay.src is not None else ''}"
+    if k in SMOOTH_HEADS:
+        return f"{k}(dim={p.get('dim', 1)})" + src
     if k == "prelu":
         return f"prelu({len(p['weight']['num'])} slope{'s' if len(p['weight']['num']) > 1 else ''})" + src
     return k + src
@@ -461,6 +469,10 @@ class GeneratedNet(nn.Module):
             return torch.flatten(x, p.get("start_dim", 1))
         if k in OP_KINDS:
             return _apply_op(k, p, mod, xs)
+        if k in SMOOTH_ACTIVATIONS:
+            return getattr(F, k)(x)
+        if k in SMOOTH_HEADS:
+            return getattr(F, k)(x, dim=p.get("dim", 1))
         if k == "custom":
             fn = _CUSTOM.get(p["name"])
             if fn is None:

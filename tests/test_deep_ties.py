@@ -159,6 +159,54 @@ def test_enclosed_values_downstream_of_the_target_do_not_stop_the_synthesis():
         assert (m[0](r.input) == 0).any()
 
 
+def test_values_that_become_enclosed_while_the_synthesis_moves_the_input_stop_it_with_the_reason():
+    """elu is exact above 0 (elu(1/4) = 1/4) but its derivative there is an enclosure of radius 0
+    (exp(min(x, 0))): the exact synthesis used to crash on it (``NotEnclosed: tolist() on
+    enclosures`` out of a tie row). It now reads such a row exactly and solves (elu(x) = 0 at
+    x = 0); an irrational row or value upstream of a target stops it with the reason."""
+    import torch.nn as nn
+
+    m = nn.Sequential(nn.ELU(), nn.ReLU()).double()
+    x = torch.full((1, 1), 0.25, dtype=torch.float64)
+    prog = Program(m, x)
+    r = synthesize(prog, x, [Target(prog.nonsmooth[0])], seed=0)
+    assert r.ok or "enclosed" in r.reason
+    assert mtcheck.check(m, r.input).verdict is not None
+
+
+def test_an_enclosed_head_downstream_of_the_target_does_not_stop_the_exact_synthesis():
+    """float64 (the exact path): a log-softmax head after the tied relu leaves the tie rows
+    exact, as in float32; the synthesis used to refuse the whole program at the seed."""
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3), nn.LogSoftmax(dim=1)).double().eval()
+    with torch.no_grad():                     # dyadic weights, as the generated networks have
+        for p in m.parameters():
+            p.copy_(torch.randint(-4, 5, p.shape, dtype=torch.float64) / 4)
+    x = torch.randint(-4, 5, (1, 4), dtype=torch.float64) / 4
+    prog = Program(m, x)
+    r = synthesize(prog, x, [Target(prog.nonsmooth[0])], seed=0)
+    assert r.ok, r.reason
+    with torch.no_grad():
+        assert (m[0](r.input) == 0).any()
+    assert mtcheck.check(m, r.input).verdict.name in ("ASSOCIATED", "SMOOTH_OK")
+
+
+def test_a_float64_seed_on_a_finer_grid_than_the_lattice_gets_an_answer_not_an_index_error():
+    """randn in float64 has 52-bit fractions, beyond the exact path's lattice (2^-kmax): the list
+    of lattice exponents was empty (``IndexError: list index out of range``); the seed is now
+    rounded onto the lattice first, and the answer is a tie or a reason."""
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+    x = torch.randn(1, 4, dtype=torch.float64)
+    prog = Program(m, x)
+    r = synthesize(prog, x, [Target(prog.nonsmooth[0])], seed=0)
+    assert r.ok or r.reason
+
+
 def test_the_float64_stand_in_for_the_seed_evaluation_has_the_exact_layout_and_signs():
     """The float path reads a seed's discriminants from the float64 replay (no exact evaluation of
     the seed): every nonsmooth node's elements, windows and winners are laid out as the exact

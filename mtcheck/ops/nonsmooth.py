@@ -501,6 +501,7 @@ def _reduce_layout(x, dims):
 
 
 class _Reduce(Rule):
+    balls = True            # the window helpers decide enclosed comparisons (as max-pool's do)
     nonsmooth = True
     take_min = False
     with_indices = False

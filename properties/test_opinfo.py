@@ -22,7 +22,7 @@ SUBSET = (
     "select_scatter", "masked_scatter", "nn.functional.pad.reflect", "nn.functional.interpolate.nearest",
     "nn.functional.interpolate.bilinear", "aminmax", "nn.functional.hardshrink", "reciprocal", "nan_to_num",
     "nn.functional.mse_loss", "nn.functional.embedding", "var", "linalg.det", "linalg.solve",
-    "scatter_reduce.sum", "mode", "floor", "exp", "sin", "linalg.eigh", "special.zeta",
+    "scatter_reduce.sum", "mode", "nextafter", "floor", "exp", "sin", "linalg.eigh", "special.zeta",
 )
 
 
@@ -51,7 +51,9 @@ def test_outcomes_are_classified(result):
     by = {r["op"]: r for r in result["ops"]}
     # floor: decided off its jumps (the raw sample), refused on them (the integer grid)
     assert by["floor"]["status"] == "decided" and "jumps at every integer" in by["floor"]["partial"]
-    assert by["mode"]["status"] == "outside"
+    # mode: decided off its jumps (ops/steps_more.py); nextafter jumps at every float
+    assert by["mode"]["status"] == "decided"
+    assert by["nextafter"]["status"] == "outside"
     assert by["special.zeta"]["status"] == "unsupported" and "irrational" in by["special.zeta"]["reason"]
     assert by["linalg.eigh"]["status"] == "decided"    # enclosed (ops/linalg_eigh.py)
     assert by["exp"]["status"] == "decided"          # enclosed (issue 10)
@@ -103,7 +105,7 @@ def test_catalogue_merges_the_sweep(result):
     for r in result["ops"]:
         assert f"| `{r['op']}` |" in md, r["op"]
     rows = {r["op"]: r for r in catalogue.sweep_rows(result)}
-    assert rows["mode"]["reason"].startswith("discontinuous")
+    assert rows["nextafter"]["reason"].startswith("discontinuous")
     assert rows["special.zeta"]["reason"].startswith("irrational")
     assert rows["dot"]["verdict"] == "associated"
 

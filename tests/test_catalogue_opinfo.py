@@ -27,14 +27,14 @@ def S():
 @pytest.fixture(scope="module")
 def result(S):
     a = S.sweep(["fmax"], jobs=1, samples=1)
-    b = S.sweep(["sort", "mode"], jobs=1, samples=1)
+    b = S.sweep(["sort", "nextafter"], jobs=1, samples=1)   # nextafter: refused (outside)
     return S.merge([b, a])
 
 
 def test_merge_keeps_op_db_order(S, result):
     order = [S.op_key(op) for op in S.load_op_db()]
     keys = [r["op"] for r in result["ops"]]
-    assert sorted(keys, key=order.index) == keys and set(keys) == {"fmax", "sort", "mode"}
+    assert sorted(keys, key=order.index) == keys and set(keys) == {"fmax", "sort", "nextafter"}
     assert result["summary"]["ops"] == 3
 
 
@@ -62,10 +62,10 @@ def test_rows_rules_clarke_and_header(result):
     curated = catalogue.build_catalogue([v for v in catalogue.variants() if v.key == "torch.sort"], clarke=False)
     rows = {r["op"]: r for r in catalogue.sweep_rows(result, curated)}
     assert rows["sort"]["rule"].startswith("stable")
-    assert rows["mode"]["reason"].startswith("discontinuous")
+    assert rows["nextafter"]["reason"].startswith("discontinuous")
     assert "clarke" in rows["fmax"]
     md = catalogue.render_markdown(curated, sweep=result)
     assert md.splitlines()[2] == "Regenerate: `" + catalogue.REGENERATE + "`"
     assert "| op | rule at ties | verdict at ties | Clarke |" in md
-    for op in ("fmax", "sort", "mode"):
+    for op in ("fmax", "sort", "nextafter"):
         assert f"| `{op}` |" in md

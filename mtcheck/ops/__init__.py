@@ -172,6 +172,7 @@ def _load() -> None:
     from . import attention  # noqa: F401  (scaled dot-product attention, enclosed)
     from . import special  # noqa: F401  (special functions and smooth binary ops, enclosed)
     from . import steps  # noqa: F401  (step functions away from their jumps)
+    from . import steps_more  # noqa: F401  (heaviside, bucketize, histograms, unique, mode... off their jumps)
     from . import linalg_enclosed  # noqa: F401  (slogdet, matrix exponential, Cholesky, enclosed)
     from . import misc_smooth  # noqa: F401  (safe softmax, softmax backward, logcumsumexp, glu, soft margin)
     from . import linalg_eigh  # noqa: F401  (symmetric eigendecomposition, enclosed)

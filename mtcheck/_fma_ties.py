@@ -27,6 +27,13 @@ activations (float32):
 5. Every hit is decided by :func:`mtcheck._synth._confirm`: the exact evaluation (the relu input
    is 0 in rationals) and a fresh trace of PyTorch's float forward, same pattern everywhere.
 
+The same chain model gives *float-only* (rounding-induced) ties at these relus
+(:func:`fma_float_tie`, called first by :func:`mtcheck.float_ties.float_tie`): with ``a_T`` short,
+the float partial sum ``c_{T-1}`` only has to land on the float ``-a_T * w_T``, which the chain's
+earlier roundings reach (a bisection over one pixel's float32 values, other roundings tried when
+the float value jumps over 0.0) while the exact partial sum does not: PyTorch's float relu input
+is 0.0 and its exact value is not.
+
 Floats only search here; exact arithmetic and the fresh float trace decide.
 """
 
@@ -450,3 +457,391 @@ def _solve_and_search(prog, model, x1, node, u, free, rng, res, max_free, has_ba
         S._STATS["fma_search_miss"] += 1
         return False
     return False
+
+
+
+
+# ---------------------------------------------------------------- float-only ties (rounding-induced)
+
+FLOAT_SECONDS = 5.0        # time for the float-only construction before the generic float path
+FLOAT_UNITS = 32           # candidate units tried
+FLOAT_LINES = 4            # pixels bisected per unit
+FLOAT_REALISATIONS = 24    # other roundings tried per line (one pixel moved a few ulps)
+
+
+def _float_units(conv, A, Y):
+    """Candidate units for a float-only tie, best first: not already a float zero, one unit per
+    distinct float value (a constant patch repeats a unit), nearest their kink in float first
+    (a ranking only)."""
+    y = Y.detach().reshape(-1).to(torch.float64).numpy()
+    order = np.argsort(np.where(y != 0, np.abs(y), np.inf), kind="stable")
+    seen, out = set(), []
+    for u in order.tolist():
+        if y[u] == 0 or not np.isfinite(y[u]):
+            break
+        if y[u] in seen:
+            continue
+        seen.add(y[u])
+        out.append(int(u))
+    return out
+
+
+class _FastReplay:
+    """PyTorch's float forward of the trace's nodes ``0..upto`` (the same ATen calls as
+    :func:`mtcheck._synth._replay_float`, without its per-call pytree walk): the value of one
+    node output. Only for traces whose tensor arguments are top-level (positional or keyword);
+    :meth:`make` returns None otherwise."""
+
+    def __init__(self, steps, consts, ref):
+        self.steps, self.consts, self.ref = steps, consts, ref
+
+    @classmethod
+    def make(cls, prog, upto, ref):
+        from .trace import Ref
+
+        def nested(v):
+            return isinstance(v, (list, tuple, dict)) and any(
+                isinstance(e, Ref) or nested(e) for e in (v.values() if isinstance(v, dict) else v))
+
+        steps = []
+        for node in prog.trace.nodes[:upto + 1]:
+            if node.func._schema.is_mutable or any(nested(a) for a in node.args) or any(
+                    nested(v) for v in node.kwargs.values()):
+                return None
+            args = [(a.kind, a.index, a.out) if isinstance(a, Ref) else None for a in node.args]
+            kws = {k: (v.kind, v.index, v.out) if isinstance(v, Ref) else None for k, v in node.kwargs.items()}
+            steps.append((node.index, node.func, tuple(node.args), args, dict(node.kwargs), kws))
+        return cls(steps, prog.trace.consts, (ref.index, ref.out))
+
+    def __call__(self, x):
+        vals = {}
+
+        def get(key):
+            kind, index, out = key
+            if kind == "in":
+                return x
+            if kind == "const":
+                return self.consts[index]
+            return vals[(index, out)]
+
+        with torch.no_grad():
+            for index, func, args, refs, kwargs, krefs in self.steps:
+                a = [get(r) if r is not None else v for v, r in zip(args, refs)]
+                k = {n: (get(krefs[n]) if krefs[n] is not None else v) for n, v in kwargs.items()}
+                out = func(*a, **k)
+                if isinstance(out, (tuple, list)):
+                    for j, o in enumerate(out):
+                        vals[(index, j)] = o
+                else:
+                    vals[(index, 0)] = out
+        return vals[self.ref]
+
+
+class _ConvPhi:
+    """The float relu input ``ref[idx]`` (kink 0) as PyTorch computes it: its value by
+    :class:`_FastReplay` (where the trace allows, else :class:`mtcheck.float_ties._Phi`), its
+    float gradient by ``_Phi.grad``."""
+
+    def __init__(self, prog, node, ref, idx, fast=None):
+        from .float_ties import _Phi
+
+        self.slow = _Phi(prog, node, ref, idx, const=0.0)
+        self.fast = fast if fast is not None else _FastReplay.make(prog, ref.index, ref)
+        self.idx = idx
+
+    def __call__(self, x) -> float:
+        if self.fast is None:
+            return self.slow(x)
+        return float(self.fast(x).reshape(-1)[self.idx])
+
+    def grad(self, x):
+        return self.slow.grad(x)
+
+
+_F32_MAX_KEY = 0x7F7FFFFF   # the key of the largest finite float32
+
+
+def _line_zero(f, k0, f0, k1, budget):
+    """Float32 keys (:func:`_f32_key`) of one coordinate: bracket a sign change of ``f`` starting
+    from ``k0`` (value ``f0``) towards ``k1``, then bisect. Returns (key with f == 0.0 or None,
+    (ka, kb) the adjacent keys of the crossing or None, evaluations used)."""
+    used = 0
+    if f0 == 0.0:
+        return k0, None, 0
+    if k1 == k0:
+        k1 = k0 + 1
+    if abs(k1) > _F32_MAX_KEY or abs(k0) > _F32_MAX_KEY:
+        return None, None, used
+    f1 = f(k1)
+    used += 1
+    if not math.isfinite(f1):
+        return None, None, used
+    flipped = False
+    while f1 != 0.0 and (f1 > 0) == (f0 > 0):
+        if used >= budget:
+            return None, None, used
+        d = k1 - k0
+        if abs(f1) > abs(f0) and not flipped:
+            d, flipped = -d, True          # it grows that way: the other side of k0
+        else:
+            d *= 4
+        k1 = k0 + d
+        if abs(k1) > _F32_MAX_KEY:
+            return None, None, used
+        f1 = f(k1)
+        used += 1
+        if not math.isfinite(f1):
+            return None, None, used
+    if f1 == 0.0:
+        return k1, None, used
+    while abs(k1 - k0) > 1 and used < budget:
+        km = (k0 + k1) // 2
+        fm = f(km)
+        used += 1
+        if fm == 0.0:
+            return km, None, used
+        if (fm > 0) == (f0 > 0):
+            k0, f0 = km, fm
+        else:
+            k1, f1 = km, fm
+    return None, ((k0, k1) if abs(k1 - k0) <= 1 else None), used
+
+
+def fma_float_applies(prog, target) -> bool:
+    """Whether :func:`fma_float_tie` models ``target``: a relu (or any element of a relu node)
+    fed by a float32 convolution (:func:`_conv_producer`)."""
+    try:
+        return (prog.dtype == torch.float32 and target.label in (None, "relu")
+                and _conv_producer(prog, target.node) is not None)
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def fma_float_tie(prog, x0: torch.Tensor, target, res, *, seed: int = 0, deadline: float | None = None) -> bool:
+    """A float-only (rounding-induced) tie at a relu fed by a float32 convolution, through the FMA
+    chain of the module docstring. PyTorch's chain ends at exactly 0.0 only when
+    ``c_{T-1} = -a_T * w_T`` exactly, which needs ``a_T * w_T`` to be a float (the generic search
+    of :mod:`mtcheck.float_ties` never finds one: the last product has ~48 bits). So:
+
+    1. the last live activation ``a_T`` of a unit is made *short* (``v``, :func:`_short_values`:
+       ``v * w_T`` a float32): set directly when it is an input pixel, else by the bisection of
+       :func:`_tune_pixel` over a pixel it depends on;
+    2. a pixel the earlier terms depend on (not ``a_T``) is bisected over its float32 values until
+       PyTorch's float relu input is 0.0: the chain's float partial sum ``c_{T-1}`` lands on the
+       float ``-v * w_T`` after roundings that the exact partial sum (a rational with the products'
+       full bits) does not have. When the float value jumps over 0.0 (a coarse partial sum earlier
+       in the chain moves ``c_{T-1}`` several ulps at a time), another pixel of the unit is moved a
+       few ulps (another rounding of the chain) and the crossing bisected again;
+    3. :func:`mtcheck.float_ties._confirm_float_only` decides: a fresh trace of PyTorch's float
+       forward ties the unit, and the exact value of the relu input there is nonzero (rationals).
+
+    ``target``: a relu node (``group`` None: any unit, else that unit). True when ``res`` (a
+    :class:`mtcheck.float_ties.FloatTieResult`) holds a confirmed float-only tie; False when the
+    construction does not apply or found none (the caller goes on with the generic search).
+    Floats only search here; the fresh trace and exact arithmetic decide."""
+    from . import _synth as S
+    from .float_ties import _STATS as FSTATS
+    from .float_ties import _confirm_float_only
+    from .trace import Ref
+
+    if not fma_float_applies(prog, target):
+        return False
+    cn = _conv_producer(prog, target.node)
+    t_start = time.perf_counter()
+    # most of the caller's time (its generic search rarely ties such a unit), not all of it
+    stop = t_start + (FLOAT_SECONDS if deadline is None else
+                      min(FLOAT_SECONDS, 0.75 * max(deadline - t_start, 0.0)))
+    rng = np.random.default_rng(seed)
+    conv = _Conv(prog, cn)
+    x = x0.detach().to(torch.float32).reshape(prog.shape).clone()
+    out_ref = Ref("node", cn.index, 0)
+    hidden = conv.inp.kind != "in"
+
+    def at(xx):
+        with torch.no_grad():
+            vals = S._replay_float(prog.trace, xx, cn.index)
+        a = vals[conv.inp] if hidden else xx
+        return a.detach(), vals[out_ref].detach()
+
+    A, Y = at(x)
+    if A.dim() != 4 or A.shape[0] != 1:
+        return False
+    if not _chain_order_ok(prog, cn, conv, A, Y, rng):
+        FSTATS["fma_order_mismatch"] += 1
+        return False
+    if hidden:
+        # a seed tied upstream (a constant patch ties its max-pool windows): the float values
+        # move on one side of such a tie only; a little dyadic noise first, as for exact ties
+        x1 = _jitter_off_ties(prog, x, target.node, rng)
+        if x1 is not x:
+            x = x1.reshape(prog.shape)
+            A, Y = at(x)
+    FSTATS["fma_attempts"] += 1
+    _, O, Ho, Wo = Y.shape
+    model = S._upto_model(prog, target.node)
+    units = [int(target.group)] if target.group is not None else _float_units(conv, A, Y)[:FLOAT_UNITS]
+    shapeA = tuple(A.shape)
+
+    def a_index(t_):
+        return int(np.ravel_multi_index((0, t_[2], t_[3], t_[4]), shapeA))
+
+    def act_fn(ia):
+        def act(xin):
+            with torch.no_grad():
+                vv = S._replay_float(prog.trace, xin, conv.inp.index)
+            return float(vv[conv.inp].reshape(-1)[ia])
+        return act
+
+    def grad_of(xx, ref, idx):
+        xg = xx.to(torch.float64).requires_grad_(True)
+        v64 = S._replay64(prog, xg, cn.index)
+        (g,) = torch.autograd.grad(v64[ref].reshape(-1)[idx], xg)
+        return g.reshape(-1).numpy()
+
+    fast = _FastReplay.make(prog, cn.index, out_ref)
+    budget = [0]
+    for u in units:
+        if time.perf_counter() > stop:
+            break
+        o, rem = divmod(u, Ho * Wo)
+        i, j = divmod(rem, Wo)
+        terms = conv.terms(A, o, i, j)
+        live = [t_ for t_ in terms if float(A[0, t_[2], t_[3], t_[4]]) != 0.0]
+        if live:
+            tT = live[-1]
+            iT = a_index(tT)
+            aT = float(A.reshape(-1)[iT])
+        elif not hidden and terms:
+            # no live pixel (a zero patch): the window's last pixel becomes the last live term,
+            # near the value that cancels the bias
+            tT = terms[-1]
+            iT = a_index(tT)
+            aT = -float(Y.reshape(-1)[u]) / float(conv.Wn[o, tT[2], tT[0], tT[1]])
+        else:
+            continue
+        wT = float(conv.Wn[o, tT[2], tT[0], tT[1]])
+        vs = _short_values(aT, wT) if aT != 0.0 and math.isfinite(aT) else []
+        if not vs:
+            continue
+        after = terms[terms.index(tT) + 1:]
+        phi = _ConvPhi(prog, target.node, out_ref, u, fast)
+        t = S.Target(target.node, "relu", u)
+        if hidden:
+            try:
+                gT = grad_of(x, conv.inp, iT)
+            except S._NO_REVERSE:
+                return False
+            suppT = np.flatnonzero(gT)
+            if suppT.size == 0:
+                continue
+        for v in vs[:2]:
+            if time.perf_counter() > stop:
+                break
+            if hidden:
+                x1 = None
+                for q in suppT[::-1][:2].tolist():
+                    x1, ok = _tune_pixel(act_fn(iT), x, q, float(gT[q]), v)
+                    if ok:
+                        break
+                    x1 = None
+                if x1 is None:
+                    FSTATS["fma_tune_miss"] += 1
+                    continue
+                A1, _ = at(x1)
+                if float(A1.reshape(-1)[iT]) != v or any(float(A1.reshape(-1)[a_index(t_)]) != 0.0 for t_ in after):
+                    continue
+                g1 = grad_of(x1, conv.inp, iT)
+                gu1 = grad_of(x1, out_ref, u)
+                free = np.setdiff1d(np.flatnonzero(gu1), np.flatnonzero(g1))
+                free = free[np.argsort(-np.abs(gu1[free]), kind="stable")]
+                # the pixels of the last live terms before T: they set the low bits of the
+                # chain's last roundings (the other roundings tried when it jumps over 0.0)
+                late = set()
+                for t_ in live[-4:-1]:
+                    late.update(np.flatnonzero(grad_of(x1, conv.inp, a_index(t_))).tolist())
+                late = [r for r in free.tolist() if r in late]
+            else:
+                x1 = x.clone()
+                x1.reshape(-1)[iT] = v
+                # the earlier pixels of the chain, the nearest to T first (the last rounding
+                # before T then moves c_{T-1} float by float)
+                free = np.array([a_index(t_) for t_ in reversed(terms[:terms.index(tT)])], dtype=np.int64)
+                late = [a_index(t_) for t_ in live[-4:-1]]
+            if free.size == 0:
+                continue
+            FSTATS["fma_short_set"] += 1
+            hit = _land_on_zero(phi, x1, free, late, rng, stop, budget)
+            if hit is None:
+                continue
+            out = _confirm_float_only(prog, model, hit, phi, t, res)
+            if out is True:
+                FSTATS["fma_float_hits"] += 1
+                res.evals += budget[0]
+                return True
+            if out == "exact":
+                FSTATS["fma_exact_instead"] += 1
+    res.evals += budget[0]
+    return False
+
+
+def _land_on_zero(phi, x1, free, late, rng, stop, used):
+    """An input (the pixels ``free`` moved, the others as in ``x1``) where ``phi`` (PyTorch's float
+    relu input) is 0.0, or None: a bisection along one free pixel; where the float value jumps
+    over 0.0, other roundings (a pixel of ``late``, else of ``free``, moved a few ulps) and the
+    crossing again."""
+    lines = free[:FLOAT_LINES].tolist()
+    for q in lines:
+        if time.perf_counter() > stop:
+            return None
+        v0, g = phi.grad(x1)
+        used[0] += 1
+        if v0 == 0.0:
+            return x1
+        gq = float(g.reshape(-1)[q])
+        if gq == 0.0 or not math.isfinite(gq):
+            continue
+        base = x1.clone()
+        flat = base.reshape(-1)
+
+        def f(k, base=base, flat=flat, q=q):
+            flat[q] = _f32_of(k)
+            return phi(base)
+
+        k0 = _f32_key(float(flat[q]))
+        k1 = _f32_key(float(np.float32(float(flat[q]) - v0 / gq)))
+        kz, br, n = _line_zero(f, k0, v0, k1, 80)
+        used[0] += n
+        if kz is not None:
+            flat[q] = _f32_of(kz)
+            return base
+        if br is None:
+            flat[q] = _f32_of(k0)
+            continue
+        others = [r for r in late if r != q] or [r for r in free.tolist() if r != q][:32]
+        if not others:
+            continue
+        # the crossing jumps over 0.0: other roundings around it
+        for _ in range(FLOAT_REALISATIONS):
+            if time.perf_counter() > stop:
+                return None
+            ka = br[0]
+            flat[q] = _f32_of(ka)
+            r = others[int(rng.integers(0, len(others)))]
+            # a move of 1 to 256 ulps of max(|x_r|, 1/4) (a zero pixel too)
+            xr0 = float(flat[r])
+            xr = float(np.float32(xr0 + float(rng.choice([-1.0, 1.0])) * 2.0 ** rng.uniform(-23, -15)
+                                  * max(abs(xr0), 0.25)))
+            if not math.isfinite(xr):
+                continue
+            flat[r] = xr
+            fa = phi(base)
+            used[0] += 1
+            kh = _f32_key(float(np.float32(_f32_of(ka) - fa / gq)))
+            kz, br2, n = _line_zero(f, ka, fa, kh, 40)
+            used[0] += n
+            if kz is not None:
+                flat[q] = _f32_of(kz)
+                return base
+            if br2 is not None:
+                br = br2
+    return None

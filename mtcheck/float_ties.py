@@ -14,7 +14,10 @@ Two kinds of tie matter in float32 practice:
 a black box replayed op by op from the trace (the same ATen calls, the same bits), driven to an
 exact float 0 by Newton steps and a bisection over the float values of one input coordinate,
 then confirmed: a fresh trace sees the tie, and the exact value there is nonzero (decided in
-rationals, never with a tolerance). :func:`float_ties` is the Hypothesis strategy.
+rationals, never with a tolerance). A relu fed by a float32 convolution goes to
+:func:`mtcheck._fma_ties.fma_float_tie` first: PyTorch's FMA chain ends at 0.0 only when its last
+product is a float, which that construction arranges (the search here never does).
+:func:`float_ties` is the Hypothesis strategy.
 
 :func:`layer_tie_kinds` reads a report and says, per nonsmooth layer, whether it tied exactly,
 only in float, or not at all; :class:`LayerTieCounter` counts those over many reports (the
@@ -299,6 +302,8 @@ def _float_tie_once(prog, x0, target, depth, rng, max_evals, deadline) -> FloatT
     node = target.node
     model = _upto_model(prog, node)
     x = x0.detach().clone().to(prog.dtype).reshape(prog.shape)
+    if _fma_first(prog, x, target, res, rng, deadline):
+        return res
     ev = model.evaluate([from_tensor(x)])
     cands = [(p, t) for p, t in _candidates(prog, node, ev, x, rng)
              if (target.label is None or t.label == target.label) and (target.group is None or t.group == target.group)]
@@ -389,6 +394,25 @@ def _float_tie_once(prog, x0, target, depth, rng, max_evals, deadline) -> FloatT
     res.reason = ("only exact zeros found (exact ties, not rounding-induced)" if exact_zero else
                   f"no float zero of node {node} found in {evals} float evaluations")
     return res
+
+
+def _fma_first(prog, x, target, res, rng, deadline) -> bool:
+    """A relu fed by a float32 convolution: the short-last-term construction of
+    :func:`mtcheck._fma_ties.fma_float_tie` first (the generic search below cannot make PyTorch's
+    FMA chain end at 0.0: its last product is rarely a float). True when ``res`` holds a
+    confirmed float-only tie."""
+    from ._fma_ties import fma_float_applies, fma_float_tie
+    from ._synth import _NO_REVERSE
+
+    if not fma_float_applies(prog, target):
+        return False          # (no draw from rng: the other searches see the same stream)
+    try:
+        return fma_float_tie(prog, x, target, res, seed=int(rng.integers(0, 1 << 16)), deadline=deadline)
+    except _NO_REVERSE:
+        return False
+    except Exception:  # noqa: BLE001 - a heuristic construction: the generic search still runs
+        _STATS["fma_error"] += 1
+        return False
 
 
 def _confirm_float_only(prog, model, x, phi, t, res):

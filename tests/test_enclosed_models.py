@@ -209,3 +209,32 @@ def test_reverse_mode_on_enclosures_in_row_chunks_gives_the_same_jacobian(monkey
     assert whole.verdict is chunked.verdict is Verdict.SMOOTH_OK
     assert whole.certificate["J_S"] == chunked.certificate["J_S"]
     assert whole.certificate["J_S_radius"] == chunked.certificate["J_S_radius"]
+
+
+def test_forward_mode_through_an_exact_max_before_a_log_softmax():
+    """Forward mode with enclosed values anywhere made every tangent an enclosure from the start,
+    so a rule without enclosures upstream of them (amax) refused the program (a generated network
+    ``amax | cat | log_softmax`` raised UnsupportedOpError). Tangents now stay exact until they
+    meet an enclosed value."""
+    from mtcheck.nets import Layer, NetSpec
+
+    spec = NetSpec((1, 2), [Layer("amax", {"dim": 1, "keepdim": True}), Layer("cat", {"dim": 1}, [-1, 0]),
+                            Layer("log_softmax", {"dim": 1})], "float64")
+    net = spec.build()
+    assert mtcheck.check(net, torch.tensor([[0.0, 0.0]], dtype=torch.float64)).verdict == Verdict.ASSOCIATED
+    assert mtcheck.check(net, torch.tensor([[1.0, 0.0]], dtype=torch.float64)).verdict == Verdict.SMOOTH_OK
+
+
+def test_comparisons_of_enclosed_values_are_cases_decided_by_their_balls():
+    """gt/ge/eq on irrational values (matrix_rank compares singular values with its cutoff): decided
+    where the ball of the difference excludes 0; exp(0) >= 1 is an exact tie (ASSOCIATED); an
+    overlap that no proof settles is UNKNOWN, never a tolerance."""
+    x = torch.tensor([[0.5, -0.25], [1.0, 2.0]], dtype=torch.float64)
+    assert mtcheck.check(lambda x: torch.exp(x) * (torch.exp(x) > 1.5), x).verdict == Verdict.SMOOTH_OK
+    assert mtcheck.check(lambda x: torch.linalg.matrix_rank(x).to(x.dtype) * x, x).verdict == Verdict.SMOOTH_OK
+    x0 = torch.tensor([[0.0, -0.25], [1.0, 2.0]], dtype=torch.float64)
+    assert mtcheck.check(lambda x: torch.exp(x) * (torch.exp(x) >= 1.0), x0).verdict == Verdict.ASSOCIATED
+    # tanh(x) > tanh(y) at x == y: equal irrational values are not proven equal
+    t = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    rep = mtcheck.check(lambda x: x * (torch.tanh(x[:, :1]) > torch.tanh(x[:, 1:])), t)
+    assert rep.verdict == Verdict.UNKNOWN

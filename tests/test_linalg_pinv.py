@@ -48,11 +48,12 @@ def test_a_wrong_pinv_backward_is_caught():
     assert rep.verdict is Verdict.SMOOTH_WRONG, rep.explain()
 
 
-def test_pinv_below_its_cutoff_or_hermitian_is_refused():
+def test_pinv_below_its_cutoff_is_refused():
     with pytest.raises(mtcheck.UnsupportedOpError, match="cutoff"):
         mtcheck.check(torch.linalg.pinv, torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
-    with pytest.raises(mtcheck.UnsupportedOpError, match="hermitian"):
-        mtcheck.check(lambda a: torch.linalg.pinv(a + a.T, hermitian=True), _m(3, 3))
+    with pytest.raises(mtcheck.UnsupportedOpError, match="cutoff"):
+        mtcheck.check(lambda a: torch.linalg.pinv(a, hermitian=True),
+                      torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name, fn, shapes", [
@@ -71,3 +72,30 @@ def test_lstsq_of_a_rank_deficient_matrix_is_refused():
     a = torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]], dtype=torch.float64)
     with pytest.raises(mtcheck.UnsupportedOpError, match="full rank"):
         mtcheck.check(lambda a, b: torch.linalg.lstsq(a, b).solution, a, _m(3, 1))
+
+
+def test_pinv_hermitian_is_the_pseudo_inverse_of_the_lower_triangle_symmetrised():
+    """hermitian=True: the function of the input is pinv(tril(A) + tril(A, -1)^T). At a symmetric
+    input (as PyTorch's gradcheck wrapper makes it) PyTorch's gradient is right; a planted wrong
+    backward is caught. At a non-symmetric input PyTorch returns the symmetric-matrix gradient (as
+    for eigh), not the gradient of the function of the lower triangle: SMOOTH_WRONG, as eigh."""
+    import torch
+
+    import mtcheck
+
+    torch.manual_seed(0)
+    A = torch.randint(-4, 5, (3, 3), dtype=torch.float64) / 4
+    assert mtcheck.check(lambda a: torch.linalg.pinv(a + a.mT, hermitian=True), A).verdict.name == "SMOOTH_OK"
+
+    class Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return torch.linalg.pinv(a, hermitian=True)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    assert mtcheck.check(lambda a: Bad.apply(a + a.mT), A).verdict.name == "SMOOTH_WRONG"
+    assert mtcheck.check(lambda a: torch.linalg.pinv(a, hermitian=True), A).verdict.name == \
+        mtcheck.check(lambda a: torch.linalg.eigh(a)[0], A).verdict.name == "SMOOTH_WRONG"

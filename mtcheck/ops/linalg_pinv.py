@@ -8,8 +8,9 @@ here. That every singular value is kept is decided exactly: with ``G`` the small
 ``c = max(atol^2, rtol^2 * sum |G_ij|) >= max(atol, rtol * s_max)^2`` (as ``s_max^2 <= ||G||_F``),
 ``G - c I`` positive definite (exact leading minors) proves ``s_min^2 > c``. Otherwise (a singular
 value at or below the cutoff: ``pinv.singular``, where pinv is not continuous as a singular value
-crosses the cutoff) the op is refused with the reason, as is ``hermitian=True`` (an eigendecomposition
-of one triangle) and complex input.
+crosses the cutoff) the op is refused with the reason, as is complex input. ``hermitian=True``
+(PyTorch's eigendecomposition of the lower triangle) is the pseudo-inverse of
+``tril(A) + tril(A, -1)^T``, whose singular values are its |eigenvalues|: the same test and formulas.
 
 Derivatives (forward mode), with ``G = A^T A``, ``P = A+``::
 
@@ -58,9 +59,8 @@ class Pinv(Rule):
     def forward(self, ctx, args, kwargs):
         import torch
 
-        a = np.asarray(args[0], dtype=object)
-        if kwargs.get("hermitian", args[3] if len(args) > 3 else False):
-            raise NotModelled("pinv with hermitian=True (an eigendecomposition of one triangle)")
+        a = _sym_lower(np.asarray(args[0], dtype=object)) if self._hermitian(args, kwargs) else \
+            np.asarray(args[0], dtype=object)
         m, n = a.shape[-2], a.shape[-1]
         if min(m, n) == 0:
             raise NotModelled("pinv of an empty matrix")
@@ -75,6 +75,10 @@ class Pinv(Rule):
         ctx.aux["pinv"] = (ginv, tall)
         return out
 
+    @staticmethod
+    def _hermitian(args, kwargs) -> bool:
+        return bool(kwargs.get("hermitian", args[3] if len(args) > 3 else False))
+
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         t = targs[0]
         if t is None:
@@ -82,7 +86,23 @@ class Pinv(Rule):
         if "pinv" not in ctx.aux:
             self.forward(ctx, args, kwargs)
         gi, tall = ctx.aux["pinv"]
-        return tan(_dpinv(np.asarray(args[0], dtype=object), np.asarray(out, dtype=object), gi, tall, t))
+        a = np.asarray(args[0], dtype=object)
+        if self._hermitian(args, kwargs):
+            # hermitian=True reads the lower triangle only (LAPACK's eigh, UPLO="L"): the function of
+            # the input is pinv(tril(a) + tril(a, -1)^T); singular values of that symmetric matrix
+            # are its |eigenvalues|, so the cutoff and the full-rank formulas are pinv's
+            a, t = _sym_lower(a), _sym_lower(np.asarray(t, dtype=object))
+        return tan(_dpinv(a, np.asarray(out, dtype=object), gi, tall, t))
+
+
+def _sym_lower(a):
+    """``tril(a) + tril(a, -1)^T`` over the last two axes (square), exact."""
+    if a.shape[-1] != a.shape[-2]:
+        raise NotModelled("pinv with hermitian=True of a non-square matrix")
+    n = a.shape[-1]
+    low = np.tril(np.ones((n, n), dtype=bool))
+    aT = np.swapaxes(a, -1, -2)
+    return np.where(low, a, aT)
 
 
 def _dpinv(a, P, gi, tall, t):

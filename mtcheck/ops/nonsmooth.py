@@ -613,8 +613,10 @@ class ArgMax(Rule):
           "aten.ge.Scalar", "aten.le.Tensor", "aten.le.Scalar", "aten.eq.Tensor", "aten.eq.Scalar",
           "aten.ne.Tensor", "aten.ne.Scalar")
 class Compare(Rule):
-    """A comparison's outcome is a case: the sign of (a - b) at each element."""
+    """A comparison's outcome is a case: the sign of (a - b) at each element (of enclosures too:
+    decided where the balls of a - b exclude 0, else undecided, never by a tolerance)."""
 
+    balls = True
     nonsmooth = True
     _ops = {"gt": np.greater, "lt": np.less, "ge": np.greater_equal, "le": np.less_equal,
             "eq": np.equal, "ne": np.not_equal}

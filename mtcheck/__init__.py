@@ -28,11 +28,20 @@ def __getattr__(name):
     raise AttributeError(f"module 'mtcheck' has no attribute {name!r}")
 
 
-def check(fn, *inputs, **options) -> "Report":
-    """Check ``fn``'s PyTorch gradient at ``inputs``; see :func:`mtcheck.checker.check`."""
-    from .checker import check as _check
+def check(fn, *inputs, torch_seed=None, **options) -> "Report":
+    """Check ``fn``'s PyTorch gradient at ``inputs``; see :func:`mtcheck.checker.check`.
 
-    return _check(fn, *inputs, **options)
+    ``torch_seed`` (an int): check a program with random ops (dropout in training, rrelu,
+    fractional max-pool, ``randn_like``, ...) with its random draws fixed: torch's default
+    generator is put in the state ``torch.manual_seed(torch_seed)`` gives before every evaluation
+    of ``fn``, and the caller's generator state is restored afterwards; see
+    :mod:`mtcheck.ops.random_fixed`. ``None`` (default): random ops are refused.
+    (``seed`` is the seed of mtcheck's own search: solver and directions.)"""
+    from .checker import check as _check
+    from .ops.random_fixed import fixed_draws, validate_seed
+
+    with fixed_draws(validate_seed(torch_seed)):
+        return _check(fn, *inputs, **options)
 
 
 def assert_gradient_ok(fn, *inputs, **options) -> "Report":

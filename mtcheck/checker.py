@@ -622,7 +622,7 @@ _ADDED_FIRST = ("aten.addmm.", "aten.addmv.", "aten.baddbmm.", "aten.addbmm.")
 _CONV = ("aten.convolution.", "aten._convolution.")
 _NONAFFINE = ("aten.native_layer_norm.", "aten.native_group_norm.",
               "aten.pow.", "aten.square.", "aten.hardswish.", "aten.smooth_l1_loss.", "aten.huber_loss.",
-              "aten.mse_loss.")
+              "aten.mse_loss.", "aten.polar.")
 
 
 # modules whose rules are smooth and nonlinear (or, for steps, locally constant away from jumps the

@@ -57,7 +57,7 @@ INLINE_MAX = 256          # inputs with at most this many elements are stored in
 _VERDICTS = ("SMOOTH_OK", "ASSOCIATED", "SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP", "ROUNDING_BRANCH",
              "UNKNOWN")
 _BUGS = ("SMOOTH_WRONG", "NOT_ASSOCIATED", "NONLINEAR_VJP")
-_CHECK_OPTIONS = ("wrt", "neighbours", "max_pieces", "forward_mode", "rtol", "atol", "rlimit")
+_CHECK_OPTIONS = ("wrt", "neighbours", "max_pieces", "forward_mode", "rtol", "atol", "rlimit", "torch_seed")
 _KINDS = ("zoo", "net", "import", "traced")
 
 
@@ -468,9 +468,12 @@ def case_from_report(program_ref, inputs, report, seed: int = 0, *, program=None
     elif traced and program is not None:
         from .program import ProgramError, record
 
+        from .ops.random_fixed import fixed_draws
+
         try:
-            prog_traced = record(program, inputs, opts.get("wrt"),
-                                 framework_jacobian=getattr(report, "framework_jacobian", None))
+            with fixed_draws(opts.get("torch_seed")):      # the check's draws (torch_seed), if any
+                prog_traced = record(program, inputs, opts.get("wrt"),
+                                     framework_jacobian=getattr(report, "framework_jacobian", None))
         except (ProgramError, CheckInputError) as e:
             origin["traced"] = f"not stored: {e}"
         except Exception as e:  # noqa: BLE001 - a finding is never lost for want of its traced copy

@@ -294,6 +294,9 @@ def forward_jacobian(fn, tr: Trace, wrt: list, max_loop: int = 256):
                         tan[k - off] = 1
                     duals[i] = fwAD.make_dual(ins[i], tan.reshape(ins[i].shape))
                     off += s
+                from .ops.random_fixed import reseed
+
+                reseed()             # check(..., torch_seed=s): the trace's draws again
                 out = fn(*duals)
                 flat = [o for o in torch.utils._pytree.tree_leaves(out)
                         if isinstance(o, torch.Tensor) and o.is_floating_point()]

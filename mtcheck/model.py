@@ -77,12 +77,14 @@ class ExactModel:
     def __init__(self, tr: Trace):
         self.trace = tr
         self.rules = []
+        from .ops.complex_fft import const_value, refuse_complex
         for n in tr.nodes:
             rule = _ops.lookup(n.op)
             if rule is None:  # pragma: no cover - trace() already refused it
                 raise UnsupportedOpError(n.op, n.where)
+            refuse_complex(tr, n, rule)     # complex values reach only rules that know their (re, im) layout
             self.rules.append(rule)
-        self._consts = [from_tensor(c) for c in tr.consts]
+        self._consts = [const_value(c) for c in tr.consts]     # a complex constant in the (re, im) layout
         from ._fastfloat import remember
         from ._fixed import remember as remember_fixed, remember_floats
 

@@ -507,7 +507,10 @@ def jacobian(fn, inputs, wrt):
     import numpy as np
     import torch
 
+    from .ops.random_fixed import reseed
+
     xs = [x.detach().clone().requires_grad_(i in wrt) for i, x in enumerate(inputs)]
+    reseed()                     # check(..., torch_seed=s): the trace's draws again
     with torch.enable_grad():
         out = fn(*xs)
     import torch.utils._pytree as pytree

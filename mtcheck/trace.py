@@ -201,7 +201,11 @@ class _Recorder(TorchDispatchMode):
 
         rej = _ops.rejection(name)
         if rej is not None and rej[0] == "random":
-            raise UnsupportedOpError(name, user_frame(), rej[1])
+            from .ops import random_fixed as _rf
+
+            if _rf.in_trace(self, func, name, args, kwargs, out, user_frame()):   # raises when refused
+                return out               # a constant of the program (its draws fixed by torch_seed)
+            rej = None                   # modelled with its draws fixed (or not random: eval mode)
         rargs = pytree.tree_map(ref_of, args)
         rkwargs = pytree.tree_map(ref_of, kwargs)
         dependent = name not in _SHAPE_ONLY and any(
@@ -285,6 +289,9 @@ def prepare_inputs(inputs, wrt=None):
     for i, x in enumerate(inputs):
         if not isinstance(x, torch.Tensor):
             raise CheckInputError(f"input {i} is a {type(x).__name__}, not a torch.Tensor")
+        if x.is_complex():
+            raise CheckInputError(f"input {i} is complex ({x.dtype}); mtcheck checks real functions of real inputs: "
+                                  "pass torch.view_as_real(x) and call torch.view_as_complex on it inside the program")
         if x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).nonzero()[0].tolist()
             raise NonFiniteError(
@@ -360,7 +367,10 @@ def _autograd_refusal(e: RuntimeError, leaves) -> None:
 
 def trace(fn, leaves) -> Trace:
     """Call ``fn(*leaves)`` under the recorder; leaves come from :func:`prepare_inputs`."""
+    from .ops import random_fixed as _rf
+
     rec = _Recorder(leaves)
+    _rf.reseed()                 # check(..., torch_seed=s): the same draws in every evaluation
     with torch.enable_grad():
         with rec:
             try:
@@ -368,6 +378,7 @@ def trace(fn, leaves) -> Trace:
             except RuntimeError as e:
                 _autograd_refusal(e, leaves)
                 raise
+    _rf.verify_same(fn, leaves, out)     # with torch_seed: a second evaluation, bit for bit
     flat, spec = pytree.tree_flatten(out)
     refs, tensors = [], []
     for o in flat:
@@ -380,6 +391,14 @@ def trace(fn, leaves) -> Trace:
         else:
             refs.append(None)
             tensors.append(None)
+    cplx = [k for k, t in enumerate(tensors) if t is not None and t.is_complex()]
+    if cplx:
+        from .errors import CheckInputError
+
+        raise CheckInputError(f"the program returns a complex tensor (output {cplx[0]}, {tensors[cplx[0]].dtype}); "
+                              "mtcheck checks real functions: return torch.view_as_real(out) (out.resolve_conj() "
+                              "first if it is a lazy conjugate), whose gradient is the one PyTorch's autograd gives "
+                              "for a real cotangent on the real and imaginary parts")
     floats = [t for t in tensors if t is not None and t.is_floating_point()]
     if floats and not any(t.numel() for t in floats):
         from .errors import CheckInputError

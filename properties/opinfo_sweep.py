@@ -154,6 +154,9 @@ class Bound:
     views: list = field(default_factory=list)   # per tensor: None, or the geometry of the view it is
 
 
+_RANDOM_INPLACE = frozenset({"cauchy", "exponential", "geometric", "log_normal", "normal.in_place", "uniform"})
+
+
 def bind(op, sample) -> Bound | None:
     """``fn`` binding the sample's non-tensor and non-float64 arguments; None without float64 tensors."""
     import torch
@@ -174,14 +177,21 @@ def bind(op, sample) -> Bound | None:
     # the function PyTorch's own gradient tests differentiate: the op behind its gradcheck
     # wrapper (hermitian inputs for cholesky/eigh, masked outputs for masked ops, ...)
     wrap = getattr(op, "gradcheck_wrapper", None) or (lambda f, *a, **k: f(*a, **k))
+    # a random op that overwrites its input (uniform_, cauchy_, ...) is checked on a copy, as a
+    # program writes it (autograd forbids overwriting a leaf): x -> op_(x.clone()), whose output
+    # ignores x's values (a constant with the draws fixed; PyTorch's derivative is 0)
+    fresh = op_key(op) in _RANDOM_INPLACE
 
     def fn(*xs):
         ls = list(leaves)
         for p, x in zip(pos, xs):
-            ls[p] = x
+            ls[p] = x.clone() if fresh else x
         inp, args, kwargs = pytree.tree_unflatten(ls, spec)
         out = wrap(fun, inp, *args, **kwargs)
-        return post(out) if post is not None else out
+        out = post(out) if post is not None else out
+        # a complex output is checked as the real function x -> view_as_real(op(x)), as gradcheck does
+        return pytree.tree_map(lambda o: torch.view_as_real(o.resolve_conj()) if isinstance(o, torch.Tensor)
+                               and o.is_complex() else o, out)
 
     fn.__name__ = fn.__qualname__ = f"opinfo[{op_key(op)}]"
     kinks = tuple(KINKS.get(op.name, ())) + tuple(_scalars(sample)) + (0.0,)
@@ -228,7 +238,7 @@ def _out_ok(out):
     for o in pytree.tree_leaves(out):
         if isinstance(o, torch.Tensor):
             if o.is_complex():
-                return False, "complex output"
+                o = torch.view_as_real(o.resolve_conj())     # checked through its real view (see bind)
             if o.is_floating_point():
                 if not torch.isfinite(o).all():
                     return False, "non-finite output"
@@ -261,6 +271,23 @@ def classify(exc) -> dict:
             "traceback": "".join(tb[-4:])[-1500:]}
 
 
+def check_seeded(fn, xs, opts: dict):
+    """``mtcheck.check(fn, *xs, **opts)``; a program refused for its random ops is checked again with
+    its draws fixed (``torch_seed=0``, mtcheck/ops/random_fixed.py), and ``opts`` then says so. OpInfo
+    marks no op as random, and a seed is not given to the others: it makes mtcheck evaluate the
+    program twice and compare bit for bit, which an op reading uninitialised memory (empty_like)
+    fails."""
+    import mtcheck
+
+    try:
+        return mtcheck.check(fn, *xs, **opts)
+    except mtcheck.UnsupportedOpError as e:
+        if "torch_seed=" not in str(e) or "torch_seed" in opts:
+            raise
+    opts["torch_seed"] = 0
+    return mtcheck.check(fn, *xs, **opts)
+
+
 def check_one(bound: Bound, strategy: str) -> dict:
     """Move the sample onto ties by ``strategy`` and check it; the outcome as a dict."""
     import torch
@@ -285,7 +312,7 @@ def check_one(bound: Bound, strategy: str) -> dict:
         return rec
     t0 = time.perf_counter()
     try:
-        rep = mtcheck.check(bound.fn, *xs, neighbours=False, wrt=bound.wrt)
+        rep = check_seeded(bound.fn, xs, dict(neighbours=False, wrt=bound.wrt))
     except _Timeout:
         raise
     except Exception as e:  # noqa: BLE001 - every exception is an outcome to record
@@ -522,7 +549,7 @@ def _clarke_of(row, bounds):
     moved = move(c["strategy"], b.tensors, b.kinks)
     xs = [_as_view(x, g) for x, g in zip(moved, b.views or [None] * len(moved))]
     try:
-        rep = mtcheck.check(_scalarised(b.fn), *xs, neighbours=True, forward_mode=False, wrt=b.wrt, max_pieces=16)
+        rep = check_seeded(_scalarised(b.fn), xs, dict(neighbours=True, forward_mode=False, wrt=b.wrt, max_pieces=16))
     except _Timeout:
         raise
     except _NoFloatOutput:
@@ -723,7 +750,7 @@ def finding_cases(res, directory, *, progress=None) -> list:
             xs = [_as_view(x, g) for x, g in zip(moved, b.views or [None] * len(moved))]
             opts = {"neighbours": False, "forward_mode": True, "wrt": b.wrt}
             try:
-                rep = mtcheck.check(b.fn, *xs, **opts)
+                rep = check_seeded(b.fn, xs, opts)      # adds torch_seed to opts where it was needed
             except Exception as e:  # noqa: BLE001 - recorded, the others go on
                 rec["why"] = f"{type(e).__name__}: {str(e)[:120]}"
                 out.append(rec)

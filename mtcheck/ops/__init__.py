@@ -181,6 +181,11 @@ def _load() -> None:
     from . import linalg_pinv  # noqa: F401  (pseudo-inverse of full-rank matrices, exact)
     from . import householder  # noqa: F401  (products of Householder reflectors, exact)
     from . import rnn  # noqa: F401  (oneDNN LSTM layer, enclosed)
+    from . import complex_fft  # noqa: F401  (complex tensors as (re, im) pairs, the FFTs; enclosed)
+    from . import grid_sample  # noqa: F401  (grid_sampler_2d/3d, exact piecewise polynomial)
+    from . import segment  # noqa: F401  (segment_reduce: segmented sum/mean/prod/max/min)
+    from . import ldl  # noqa: F401  (linalg_ldl_solve: LAPACK sytrs run exactly)
+    from . import random_fixed  # noqa: F401  (random ops with their draws fixed: check(..., torch_seed=))
 
 
 # The registry is filled in one fixed order whenever the package is imported: importing any rule

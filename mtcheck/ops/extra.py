@@ -1417,7 +1417,8 @@ class LuUnpack(Rule):
             tan(np.where(np.triu(np.ones((n, n), dtype=bool)), t, z))
 
 
-_reject_new("random", "it is random; put the model in eval mode (model.eval()) or remove the randomness",
+_reject_new("random", "it is random; put the model in eval mode (model.eval()), remove the randomness, or pass "
+            "torch_seed=<int> to mtcheck.check to check it with its random draws fixed",
             "aten.randint_like.default", "aten.randint_like.low_dtype", "aten.multinomial.default",
             "aten.normal.Tensor_Tensor", "aten.normal.Tensor_float", "aten.normal.float_Tensor",
             "aten.poisson.default", "aten.exponential_.default", "aten.cauchy_.default", "aten.geometric_.default",

@@ -51,6 +51,55 @@ def from_floats(arr: np.ndarray) -> np.ndarray:
     return objects([Q(*v.as_integer_ratio()) for v in a.ravel().tolist()], a.shape)
 
 
+class NonFiniteValue(ArithmeticError):
+    """Arithmetic, a comparison or a conversion met a :class:`NonFinite` constant."""
+
+
+class NonFinite:
+    """A NaN or an infinity held by a constant of the program (``logdet``'s ``where(sign == -1, nan,
+    logabsdet)``): carried by data movement and selections, and refused by every arithmetic
+    operation, comparison and conversion (the model turns that into a NonFiniteError naming the
+    op). A program whose exact values never use it is checked as any other."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __repr__(self):
+        return f"NonFinite({self.value!r})"
+
+    def _refuse(self, *_args, **_kw):
+        raise NonFiniteValue(f"a non-finite constant ({self.value!r})")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _refuse
+    __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = __float__ = __int__ = __index__ = __bool__ = _refuse
+
+    def __eq__(self, other):
+        self._refuse()
+
+    def __ne__(self, other):
+        self._refuse()
+
+    __hash__ = object.__hash__
+
+
+def from_floats_nonfinite(arr: np.ndarray) -> np.ndarray:
+    """:func:`from_floats`, with a :class:`NonFinite` in place of each NaN or infinity."""
+    a = np.asarray(arr, dtype=np.float64)
+    return objects([Q(*v.as_integer_ratio()) if math.isfinite(v) else NonFinite(v) for v in a.ravel().tolist()],
+                   a.shape)
+
+
+def has_nonfinite(v) -> bool:
+    from ._ball import Ball
+
+    return (isinstance(v, np.ndarray) and not isinstance(v, Ball) and v.dtype == object
+            and any(isinstance(e, NonFinite) for e in v.ravel().tolist()))
+
+
 _BY_CONTENT: "dict" = {}     # content digest -> exact array (weights seen again by later checks)
 
 

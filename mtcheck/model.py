@@ -18,7 +18,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import ops as _ops
-from ._exact import Q1, from_tensor, zeros
+from ._exact import NonFiniteValue, Q1, from_tensor, has_nonfinite, zeros
 from .errors import OutsideTheoryError, UnsupportedOpError
 from .ops import Ctx, Disc
 from .trace import Ref, Trace
@@ -84,7 +84,9 @@ class ExactModel:
                 raise UnsupportedOpError(n.op, n.where)
             refuse_complex(tr, n, rule)     # complex values reach only rules that know their (re, im) layout
             self.rules.append(rule)
-        self._consts = [const_value(c) for c in tr.consts]     # a complex constant in the (re, im) layout
+        # a complex constant in the (re, im) layout; NaN and infinities as NonFinite (refused where used)
+        self._consts = [_nonfinite_value(c) if _is_nonfinite(c) else const_value(c) for c in tr.consts]
+        self._any_nonfinite = any(_is_nonfinite(c) for c in tr.consts)
         from ._fastfloat import remember
         from ._fixed import remember as remember_fixed, remember_floats
 
@@ -114,7 +116,7 @@ class ExactModel:
             return from_tensor(self.trace.inputs[ref.index])
         rec = self.trace.nodes[ref.index].recorded
         rec = rec[ref.out] if isinstance(rec, tuple) else rec
-        return from_tensor(rec)
+        return _nonfinite_value(rec) if _is_nonfinite(rec) else from_tensor(rec)
 
     def evaluate(self, inputs, *, framework_args: bool = False) -> Evaluation:
         """Replay the trace exactly on ``inputs`` (list of exact arrays).
@@ -163,6 +165,13 @@ class ExactModel:
                 self._call(node, disc.signs)     # decided now, or UNKNOWN naming this node
             ctxs.append(ctx)
             discs.append(d)
+        if self._any_nonfinite:
+            for ref in self.trace.outputs:
+                if ref is not None and has_nonfinite(values.get(ref)):
+                    from .errors import NonFiniteError
+
+                    raise NonFiniteError("the program's exact output holds a NaN or an infinity of one of its "
+                                         "constants (a where() that selects it); nothing was checked")
         return Evaluation(values, ctxs, discs, list(inputs))
 
     def _ctx(self, node):
@@ -207,6 +216,11 @@ class ExactModel:
             raise OutsideTheoryError(node.op, node.where, str(e)) from None
         except ZeroDivisionError as e:
             raise UnsupportedOpError(node.op, node.where, str(e)) from None
+        except NonFiniteValue as e:
+            from .errors import NonFiniteError
+
+            raise NonFiniteError(f"{e} of a weight or constant of the program reaches {node.op} (called at "
+                                 f"{node.where}): a non-finite value has no exact model; nothing was checked") from None
 
     # ---------------------------------------------------------------- reverse mode
     def live_refs(self, wrt) -> set:
@@ -934,3 +948,17 @@ def case_keys(disc: Disc):
         if sg == 0:
             st.add(ia)
     return sorted((g, tuple(sorted(v))) for g, v in sets.items())
+
+
+def _is_nonfinite(t) -> bool:
+    import torch
+
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 0 and not bool(torch.isfinite(t).all())
+
+
+def _nonfinite_value(t):
+    from ._exact import from_floats_nonfinite
+
+    import torch
+
+    return from_floats_nonfinite(t.detach().cpu().to(torch.float64).numpy())

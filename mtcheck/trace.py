@@ -411,10 +411,6 @@ def trace(fn, leaves) -> Trace:
 
             raise NonFiniteError("the program's output holds a non-finite value (a weight or an overflow); "
                                  "nothing was checked")
-    for c in rec.consts:
-        if c.is_floating_point() and c.numel() and not torch.isfinite(c).all():
-            from .errors import NonFiniteError
-
-            raise NonFiniteError("a weight or constant of the program holds a non-finite value (NaN or inf); "
-                                 "nothing was checked")
+    # a NaN or an infinity in a constant (logdet's where(sign == -1, nan, logabsdet)) is carried as a
+    # NonFinite (mtcheck/_exact.py): refused, with a NonFiniteError naming the op, wherever it is used
     return Trace(list(leaves), rec.consts, rec.nodes, refs, tensors, spec, rec.branches)

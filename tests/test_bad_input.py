@@ -167,3 +167,20 @@ def test_a_backward_that_raises_in_pytorch_is_a_documented_error():
     a = torch.randn(4, 3, dtype=torch.float64)
     with pytest.raises(mtcheck.CheckInputError, match="PyTorch's backward pass raised RuntimeError"):
         mtcheck.check(lambda x: torch.linalg.qr(x, mode="r")[1], a)
+
+
+def test_a_non_finite_constant_that_no_value_uses_is_no_obstacle():
+    """logdet is where(sign == -1, nan, logabsdet): its NaN constant used to stop every check
+    ("a weight or constant ... holds a non-finite value"). A NaN or infinity of a constant is now
+    carried exactly where it is only selected away; selected, or met by arithmetic, it is a
+    NonFiniteError naming the op."""
+    A = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 1.0]], dtype=torch.float64)
+    assert mtcheck.check(torch.logdet, A).verdict is Verdict.SMOOTH_OK
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    assert mtcheck.check(lambda x: torch.where(x > 0, x, inf), f64(1.0, 2.0)).verdict is Verdict.SMOOTH_OK
+    with pytest.raises(mtcheck.NonFiniteError, match="non-finite"):
+        mtcheck.check(lambda x: torch.where(x > 0, x, inf), f64(-1.0, 2.0))
+    with pytest.raises(mtcheck.NonFiniteError, match="aten.mul"):
+        # the float output is finite (0 * inf is masked away by where in float too), the exact
+        # model multiplies the constant: refused there, naming the op
+        mtcheck.check(lambda x: torch.where(x > 0, x, x * inf * 0).nan_to_num(0.0), f64(1.0, 2.0))

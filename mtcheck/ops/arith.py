@@ -358,6 +358,25 @@ class Detach(Rule):
         return arg_grads(args, {0: cot})
 
 
+def _unselected_nonfinite(v, cond, where_true):
+    from .._exact import NonFinite, NonFiniteValue
+
+    from .._ball import Ball
+
+    if isinstance(v, Ball) or not (isinstance(v, np.ndarray) and v.dtype == object):
+        return v
+    bad = np.array([isinstance(e, NonFinite) for e in v.ravel().tolist()], dtype=bool).reshape(v.shape)
+    if not bad.any():
+        return v
+    shape = np.broadcast_shapes(np.shape(cond), v.shape)
+    sel = np.broadcast_to(np.asarray(cond, dtype=bool), shape)
+    if not where_true:
+        sel = ~sel
+    if (np.broadcast_to(bad, shape) & sel).any():
+        raise NonFiniteValue("a non-finite constant selected by where()")
+    return np.where(bad, Q0, v)
+
+
 @register("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
 class Where(Rule):
     balls = True
@@ -365,6 +384,9 @@ class Where(Rule):
         cond, a, b = args[0], args[1], args[2]
         if _is_float_out(ctx):
             a, b = _lift(a, ctx), _lift(b, ctx)
+            # a NaN or infinity of a constant (logdet's where(sign == -1, nan, logabsdet)) where the
+            # condition never selects it does not reach the output; selected, it is refused
+            a, b = _unselected_nonfinite(a, cond, True), _unselected_nonfinite(b, cond, False)
         r = np.where(cond, a, b)
         return obj(r) if _is_float_out(ctx) else np.asarray(r)
 

@@ -189,6 +189,14 @@ def bind(op, sample) -> Bound | None:
         inp, args, kwargs = pytree.tree_unflatten(ls, spec)
         out = wrap(fun, inp, *args, **kwargs)
         out = post(out) if post is not None else out
+        if torch.is_grad_enabled():
+            # as gradcheck: float outputs autograd does not differentiate (native_layer_norm's mean
+            # and rstd) are left out where others are differentiated; where none is, all stay, and
+            # the check names the op PyTorch does not differentiate
+            flat = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor) and o.is_floating_point()]
+            if any(o.requires_grad for o in flat) and not all(o.requires_grad for o in flat):
+                out = pytree.tree_map(lambda o: None if isinstance(o, torch.Tensor) and o.is_floating_point()
+                                      and not o.requires_grad else o, out)
         # a complex output is checked as the real function x -> view_as_real(op(x)), as gradcheck does
         return pytree.tree_map(lambda o: torch.view_as_real(o.resolve_conj()) if isinstance(o, torch.Tensor)
                                and o.is_complex() else o, out)

@@ -158,6 +158,30 @@ class _Recorder(TorchDispatchMode):
         if k is not None:
             self.storage.setdefault(k, set()).add(id(t))
 
+    def _write_back(self, base, view, idx) -> bool:
+        """An in-place write into ``view`` (a strided view of the contiguous tensor ``base``, as
+        ``out[..., a:b].copy_(x)`` in PyTorch's circular pad) as a new value of ``base``:
+        ``as_strided_scatter(base, view, size, stride, offset)``, recorded as a node after the
+        write, so later reads of ``base`` (and views taken from it later) follow the write. Other
+        cases (``base`` itself strided, dtypes that differ) leave ``base`` stale, as before."""
+        bref = self.map.get(id(base))
+        if bref is None or id(view) not in self.map or base.dtype != view.dtype:
+            return False
+        try:
+            if base.storage_offset() != 0 or not base.is_contiguous() or base.numel() == 0:
+                return False
+            if _storage_key(base) != _storage_key(view):
+                return False
+        except Exception:  # noqa: BLE001 - tensors without storage: no write-back
+            return False
+        func = torch.ops.aten.as_strided_scatter.default
+        args = (bref, Ref("node", idx, 0), list(view.size()), list(view.stride()), int(view.storage_offset()))
+        j = len(self.nodes)
+        self.nodes.append(Node(j, str(func), func, args, {}, base.detach().clone(), user_frame(),
+                               grad_enabled=torch.is_grad_enabled()))
+        self._bind(base, Ref("node", j, 0))
+        return True
+
     def _const(self, t) -> Ref:
         i = self.const_ids.get(id(t))
         if i is None:
@@ -267,9 +291,11 @@ class _Recorder(TorchDispatchMode):
                 if a.alias_info is not None and a.alias_info.is_write and i < len(args):
                     t = args[i]
                     k = _storage_key(t)
-                    for other in self.storage.get(k, ()):
+                    for other in list(self.storage.get(k, ())):
                         o = self.tensors.get(other)
                         if other != id(t) and (o is None or _overlap(o, t)):
+                            if o is not None and self._write_back(o, t, idx):
+                                continue
                             self.stale[other] = f"{name} at {node.where}"
         if not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
             # an op returning a Python bool (is_nonzero): a branch on the new node

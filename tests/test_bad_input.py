@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import mtcheck
 from mtcheck import Verdict
@@ -114,15 +115,42 @@ def test_dropout_in_training_mode_is_refused_with_remedy():
         mtcheck.check(m, f64(1.0, 2.0))
 
 
-def test_in_place_update_through_a_view_is_refused():
+def test_in_place_update_through_a_view_is_followed_and_a_stale_alias_refused():
+    """A write through a view of a contiguous tensor (``y[0:1].relu_()``; PyTorch's circular pad
+    copies into slices of a fresh buffer) is a new value of the tensor: as_strided_scatter of the
+    written view, recorded after the write. A view taken *before* the write and read after it is
+    stale: refused, naming the write."""
     def prog(x):
         y = x * 1
         v = y[0:1]
         v.relu_()              # changes y through the view
         return y.sum()
 
+    assert mtcheck.check(prog, f64(-1.0, 2.0)).verdict is Verdict.SMOOTH_OK
+    assert mtcheck.check(prog, f64(0.0, 2.0)).verdict is Verdict.ASSOCIATED
+
+    def stale(x):
+        out = torch.zeros(2, 5, dtype=x.dtype)
+        before = out[:, 0:2]
+        out[:, 1:4].copy_(x)
+        return before * 2
+
     with pytest.raises(mtcheck.UnsupportedOpError, match="in place"):
-        mtcheck.check(prog, f64(-1.0, 2.0))
+        mtcheck.check(stale, torch.ones(2, 3, dtype=torch.float64))
+
+    class Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return F.pad(x, (1, 1), mode="circular")
+
+        @staticmethod
+        def backward(ctx, g):
+            return g[..., 1:-1] * 1.5
+
+    x3 = torch.arange(12, dtype=torch.float64).reshape(1, 3, 4) / 4
+    assert mtcheck.check(lambda x: F.pad(x, (1, 2, 1, 1), mode="circular"), x3.reshape(1, 1, 3, 4)).verdict \
+        is Verdict.SMOOTH_OK
+    assert mtcheck.check(Bad.apply, x3).verdict is Verdict.SMOOTH_WRONG
 
 
 def test_in_place_relu_on_a_fresh_tensor_is_fine():
@@ -184,3 +212,11 @@ def test_a_non_finite_constant_that_no_value_uses_is_no_obstacle():
         # the float output is finite (0 * inf is masked away by where in float too), the exact
         # model multiplies the constant: refused there, naming the op
         mtcheck.check(lambda x: torch.where(x > 0, x, x * inf * 0).nan_to_num(0.0), f64(1.0, 2.0))
+
+
+def test_allclose_is_decided_off_its_jumps():
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert mtcheck.check(lambda a, b: torch.allclose(a, b), x, x + 0.5).verdict is Verdict.SMOOTH_OK
+    with pytest.raises(mtcheck.OutsideTheoryError, match="allclose"):
+        # |a - b| = atol + rtol |b| exactly: allclose jumps there
+        mtcheck.check(lambda a, b: torch.allclose(a, b, rtol=0.0, atol=0.5), x, x + 0.5)

@@ -674,6 +674,34 @@ class IsNonzero(Rule):
         return None
 
 
+@register("aten.allclose.default")
+class AllClose(Rule):
+    """``allclose(a, b, rtol, atol)``: every ``|a - b| <= atol + rtol |b|``, a Python bool. Decided
+    exactly (rtol and atol as the float64 values PyTorch uses); the output jumps where some
+    ``atol + rtol |b| - |a - b|`` is 0, so an input there is outside the theory (no gradient flows
+    through a bool anyway: off the jumps the program is locally constant in it)."""
+
+    def forward(self, ctx, args, kwargs):
+        from fractions import Fraction
+
+        a = np.asarray(_lift(args[0], ctx), dtype=object)
+        b = np.asarray(_lift(args[1], ctx), dtype=object)
+        rtol = Fraction(float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5)))
+        atol = Fraction(float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8)))
+        a, b = np.broadcast_arrays(a, b)
+        ok = True
+        for x, y in zip(a.ravel().tolist(), b.ravel().tolist()):
+            x, y = Fraction(str(x)), Fraction(str(y))
+            margin = atol + rtol * abs(y) - abs(x - y)
+            if margin == 0:
+                raise NotLipschitz(f"allclose jumps where |a - b| = atol + rtol |b| (here a = {x}, b = {y})")
+            ok = ok and margin > 0
+        return bool(ok)
+
+    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
+        return None
+
+
 @register("aten.logical_and.default", "aten.logical_or.default", "aten.logical_not.default",
           "aten.logical_xor.default", "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor",
           "aten.bitwise_not.default", "aten.bitwise_xor.Tensor", "aten.__and__.Tensor", "aten.__or__.Tensor",

@@ -158,7 +158,7 @@ class _Recorder(TorchDispatchMode):
         if k is not None:
             self.storage.setdefault(k, set()).add(id(t))
 
-    def _write_back(self, base, view, idx) -> bool:
+    def _write_back(self, base, view, idx, outs) -> bool:
         """An in-place write into ``view`` (a strided view of the contiguous tensor ``base``, as
         ``out[..., a:b].copy_(x)`` in PyTorch's circular pad) as a new value of ``base``:
         ``as_strided_scatter(base, view, size, stride, offset)``, recorded as a node after the
@@ -166,6 +166,11 @@ class _Recorder(TorchDispatchMode):
         cases (``base`` itself strided, dtypes that differ) leave ``base`` stale, as before."""
         bref = self.map.get(id(base))
         if bref is None or id(view) not in self.map or base.dtype != view.dtype:
+            return False
+        # the node's output that is the written view (batch norm's update writes its running
+        # statistics in place but returns the normalised values: no write-back from such an op)
+        j_out = next((j for j, o in enumerate(outs) if o is view), None)
+        if j_out is None:
             return False
         try:
             if base.storage_offset() != 0 or not base.is_contiguous() or base.numel() == 0:
@@ -175,7 +180,7 @@ class _Recorder(TorchDispatchMode):
         except Exception:  # noqa: BLE001 - tensors without storage: no write-back
             return False
         func = torch.ops.aten.as_strided_scatter.default
-        args = (bref, Ref("node", idx, 0), list(view.size()), list(view.stride()), int(view.storage_offset()))
+        args = (bref, Ref("node", idx, j_out), list(view.size()), list(view.stride()), int(view.storage_offset()))
         j = len(self.nodes)
         self.nodes.append(Node(j, str(func), func, args, {}, base.detach().clone(), user_frame(),
                                grad_enabled=torch.is_grad_enabled()))
@@ -294,7 +299,7 @@ class _Recorder(TorchDispatchMode):
                     for other in list(self.storage.get(k, ())):
                         o = self.tensors.get(other)
                         if other != id(t) and (o is None or _overlap(o, t)):
-                            if o is not None and self._write_back(o, t, idx):
+                            if o is not None and self._write_back(o, t, idx, outs):
                                 continue
                             self.stale[other] = f"{name} at {node.where}"
         if not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):

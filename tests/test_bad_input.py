@@ -214,6 +214,32 @@ def test_a_non_finite_constant_that_no_value_uses_is_no_obstacle():
         mtcheck.check(lambda x: torch.where(x > 0, x, x * inf * 0).nan_to_num(0.0), f64(1.0, 2.0))
 
 
+def test_a_write_through_a_view_of_enclosed_values_is_followed_and_a_wrong_backward_caught():
+    """The write-back moves enclosures (exp's values) as it moves exact values; a backward that
+    forgets the in-place factor 3 on one column is caught."""
+    def f(x):
+        out = torch.exp(x) * 1
+        out[:, 1:2].mul_(3)
+        return out
+
+    x = torch.tensor([[0.5, -0.25, 1.0], [0.0, 2.0, -1.0]], dtype=torch.float64)
+    rep = mtcheck.check(f, x)
+    assert rep.verdict is Verdict.SMOOTH_OK and rep.certificate_ok
+
+    class Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return f(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * torch.exp(x)
+
+    assert mtcheck.check(Bad.apply, x).verdict is Verdict.SMOOTH_WRONG
+
+
 def test_allclose_is_decided_off_its_jumps():
     x = torch.tensor([1.0, 2.0], dtype=torch.float64)
     assert mtcheck.check(lambda a, b: torch.allclose(a, b), x, x + 0.5).verdict is Verdict.SMOOTH_OK

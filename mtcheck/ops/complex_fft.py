@@ -473,47 +473,12 @@ def _route(names, make_alt):
         _RULES[n] = _Route(base, make_alt(base))
 
 
-class _WithBalls(Rule):
-    """A pure data-movement rule whose index-map forward and tangents move enclosures as they move
-    exact values: marked as taking Balls (``stft`` pads its frames by reflection before an FFT whose
-    enclosed values make every tangent of the program an enclosure)."""
-
-    balls = True
-
-    def __init__(self, base):
-        self.base = base
-        self.names = getattr(base, "names", ())
-        self.nonsmooth = base.nonsmooth
-        if getattr(base, "vjp", None) is not None:
-            self.vjp = base.vjp
-
-    def forward(self, ctx, args, kwargs):
-        return self.base.forward(ctx, args, kwargs)
-
-    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return self.base.jvp(ctx, args, kwargs, out, targs, tkwargs)
-
-    def discs(self, ctx, args, kwargs, out):
-        return self.base.discs(ctx, args, kwargs, out)
-
-
-_PADS = ("aten.reflection_pad1d.default", "aten.reflection_pad2d.default", "aten.reflection_pad3d.default",
-         "aten.replication_pad1d.default", "aten.replication_pad2d.default", "aten.replication_pad3d.default",
-         # the trace's write-back of an in-place write through a view (mtcheck/trace.py, _write_back)
-         # moves enclosed values too (an LSTM's gates written into slices of a buffer)
-         "aten.as_strided_scatter.default")
-
-
 def _install_routes():
     from .index import _INDEX_OPS
 
     _route(_INDEX_OPS, ComplexMove)
     _route(("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout"), lambda b: ComplexCopy())
     _route(("aten.detach.default", "aten.detach_.default"), lambda b: ComplexIdentity())
-    for n in _PADS:
-        base = _RULES.get(n)
-        if base is not None and not getattr(base, "balls", False) and not base.nonsmooth:
-            _RULES[n] = _WithBalls(base)
 
 
 _install_routes()

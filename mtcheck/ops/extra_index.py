@@ -509,6 +509,19 @@ def register_new(*names):
     return register(*[n for n in dict.fromkeys(names) if n not in _RULES])
 
 
-register_new(*[k for k in _FILLED if k not in _ACCUMULATE_ARG])(FilledIndexMap)
+class FilledIndexMapBalls(FilledIndexMap):
+    """The same index map, declared to move enclosures as it moves exact values: the pads before
+    an FFT in ``stft`` (whose enclosed values make every tangent an enclosure), and the trace's
+    write-back of an in-place write through a view (mtcheck/trace.py, ``_write_back``: an LSTM's
+    gates written into slices of a buffer)."""
+
+    balls = True
+
+
+_MOVES_BALLS = ("aten.reflection_pad1d.default", "aten.reflection_pad2d.default", "aten.reflection_pad3d.default",
+                "aten.replication_pad1d.default", "aten.replication_pad2d.default",
+                "aten.replication_pad3d.default", "aten.as_strided_scatter.default")
+register_new(*[k for k in _FILLED if k not in _ACCUMULATE_ARG and k not in _MOVES_BALLS])(FilledIndexMap)
+register_new(*_MOVES_BALLS)(FilledIndexMapBalls)
 register_new(*_ACCUMULATE_ARG)(AccumulateOrMove)
 register_new(*_LINEAR)(LinearByBasis)

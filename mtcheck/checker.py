@@ -697,6 +697,9 @@ def _forward_is_exact(model: ExactModel, ev):
                 continue
             if getattr(ex, "rad", None) is not None:
                 return False, f"{node.label} at {node.where} (irrational values)"
+            if not torch.isfinite(r).all():
+                # new_empty's uninitialised memory (circular pad overwrites it everywhere)
+                return False, f"{node.label} at {node.where} (a non-finite float value)"
             fw = from_tensor(r)
             if fw.shape != ex.shape or (fw != ex).any():
                 return False, f"{node.label} at {node.where}"

@@ -246,3 +246,24 @@ def test_allclose_is_decided_off_its_jumps():
     with pytest.raises(mtcheck.OutsideTheoryError, match="allclose"):
         # |a - b| = atol + rtol |b| exactly: allclose jumps there
         mtcheck.check(lambda a, b: torch.allclose(a, b, rtol=0.0, atol=0.5), x, x + 0.5)
+
+
+def test_a_node_whose_float_value_is_nan_is_no_internal_error_in_the_exactness_test():
+    """new_empty's uninitialised memory (PyTorch's circular pad, then overwritten everywhere) can
+    hold NaN: the test of whether the float forward is exact converted it and raised ``ValueError:
+    cannot convert NaN to integer ratio`` (seen once in CI). A non-finite float value is simply
+    not exact."""
+    from mtcheck._exact import from_tensor
+    from mtcheck.checker import _forward_is_exact
+    from mtcheck.model import ExactModel
+    from mtcheck.trace import prepare_inputs, trace
+
+    x = torch.ones(2, 3, dtype=torch.float64)
+    leaves, _ = prepare_inputs((x,), None)
+    tr = trace(lambda x: (x * 2) * 3, leaves)
+    model = ExactModel(tr)
+    ev = model.evaluate([from_tensor(x)])
+    assert _forward_is_exact(model, ev)[0]
+    tr.nodes[0].recorded = torch.full((2, 3), float("nan"), dtype=torch.float64)
+    ok, where = _forward_is_exact(model, ev)
+    assert not ok and "non-finite" in where

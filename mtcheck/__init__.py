@@ -41,7 +41,23 @@ def check(fn, *inputs, torch_seed=None, **options) -> "Report":
     from .ops.random_fixed import fixed_draws, validate_seed
 
     with fixed_draws(validate_seed(torch_seed)):
-        return _check(fn, *inputs, **options)
+        rep = _check(fn, *inputs, **options)
+    if torch_seed is not None:
+        rep.replay = _with_seed(rep.replay, torch_seed)
+    return rep
+
+
+def _with_seed(replay: str, seed: int) -> str:
+    """The replay line of a check with fixed draws: the same call with ``torch_seed=``."""
+    if not replay:
+        return replay
+    if replay.endswith("\n  )"):                       # one argument per line
+        return replay[:-4] + f"\n    torch_seed={seed},\n  )"
+    if ", ...)" in replay:                              # inputs too large to print
+        return replay.replace(", ...)", f", ..., torch_seed={seed})", 1)
+    if replay.endswith(")"):
+        return replay[:-1] + f", torch_seed={seed})"
+    return replay + f" (with torch_seed={seed})"
 
 
 def assert_gradient_ok(fn, *inputs, **options) -> "Report":

@@ -252,3 +252,11 @@ def test_normal_with_input_mean_is_refused_with_the_reason():
     # the reparameterized form is checked: mean + std * z, z a constant of the program
     rep = mtcheck.check(lambda t: t + 0.5 * torch.randn_like(t), x, torch_seed=0)
     assert rep.verdict is Verdict.SMOOTH_OK, rep.explain()
+
+
+def test_replay_line_keeps_the_seed():
+    """The replay line printed in a failure reproduces the check: with its torch_seed."""
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    rep = mtcheck.check(lambda t: F.dropout(t, 0.5, training=True), x, torch_seed=7)
+    assert "torch_seed=7" in rep.replay, rep.replay
+    assert "torch_seed" not in mtcheck.check(lambda t: t * 2, x).replay

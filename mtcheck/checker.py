@@ -20,7 +20,7 @@ from ._exact import Q0, Q1, from_floats, from_tensor, matmul2d, q, to_float
 from .certify import rows_to_int
 from .model import ExactModel, has_balls, same_cases
 from fractions import Fraction
-from .errors import UndecidedError
+from .errors import OutsideTheoryError, UndecidedError
 from .report import Report, Verdict, Witness
 from .strata import SolverLimits, find_direction_outside, in_convex_hull
 from .trace import prepare_inputs, trace
@@ -976,12 +976,15 @@ def _probe(fn, tr, model, x_exact, leaves, wrt, n, t, rng):
                 from .trace import prepare_inputs as _prep
 
                 lv, _ = _prep(yt, wrt)
-                trp = trace(fn, lv)
-                mp = ExactModel(trp)
-            else:
-                mp = model
-            evp = mp.evaluate(y)
-            one = mp.linearize(evp, wrt, t[None, :])
+            try:
+                mp = ExactModel(trace(fn, lv)) if tr.has_branches() else model
+                evp = mp.evaluate(y)
+                one = mp.linearize(evp, wrt, t[None, :])
+            except (OutsideTheoryError, UndecidedError) as e:
+                # the probe point sits on another piece's jump (a step function's) or an undecided
+                # case: a point closer to x along t
+                why = f"a probe point is outside the theory or undecided ({type(e).__name__})"
+                continue
             adjacent = True
             for node, d in zip(mp.trace.nodes, evp.discs):
                 for disc in d:

@@ -345,10 +345,6 @@ def test_histogramdd_density_with_a_tied_min_is_not_modelled():
         check(f, T(0.375, -1.5, 3.0, -1.5, 1.0, 2.0))
 
 
-@pytest.mark.xfail(reason="mtcheck/checker.py _probe evaluates the model at x + h t with h = 1/4 and lets the "
-                          "OutsideTheoryError of a step function whose jump that point lands on escape (here frexp "
-                          "at -1 = -1.5 + 1/2); it should try a smaller h. Off the jumps at x itself the program is "
-                          "checked (neighbours=False gives ASSOCIATED)", strict=False)
 def test_neighbour_probes_do_not_stop_at_another_pieces_jump():
     y = T(0.0, 1.0, -2.0, 0.0)
     f = lambda x, y: torch.frexp(x).mantissa * 3 + torch.relu(y)

@@ -69,10 +69,13 @@ def find_ties(model, ev, wrt) -> Ties:
     out = Ties()
     sup = None
     last = max((i for i, d in enumerate(ev.discs) if any((disc.signs() == 0).any() for disc in d)), default=None)
+    if last is None:
+        return out                       # no tie: no row to test for a structural zero
     try:
         sup = model.support(ev, wrt, upto=last)
-    except Exception as e:  # noqa: BLE001 - a rule outside the flag arithmetic: assume every row may be nonzero
-        out.support_note = f"structural zeros not computed ({type(e).__name__}: {str(e)[:80]})"
+    except Exception:  # noqa: BLE001 - a rule outside the flag arithmetic: assume every row may be nonzero
+        out.support_note = ("structural zeros not computed (a rule before the last tie has no structural "
+                            "form): every tie row is kept as possibly nonzero, which can only add rows")
     for node, d in zip(model.trace.nodes, ev.discs):
         for disc in d:
             s = disc.signs()

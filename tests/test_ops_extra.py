@@ -356,3 +356,16 @@ def test_gru_is_decided(layers):
     rep = mtcheck.check(torch.nn.GRU(4, 3, num_layers=layers, batch_first=True), torch.randn(2, 3, 4))
     assert rep.verdict is mtcheck.Verdict.SMOOTH_OK, rep.explain()
     assert verify(rep.certificate).ok
+
+
+def test_scatter_reduce_prod_forward_mode_a_pytorch_finding():
+    """torch 2.13's forward-mode AD gives scatter_reduce(reduce='prod') no tangent at all (a zero
+    Jacobian) while reverse mode is right: the report says forward != reverse at a smooth point, with
+    no internal exception text in its notes (a smooth point needs no structural-zero pass)."""
+    idx = torch.tensor([0, 0, 1])
+    f = lambda s, x: s.scatter_reduce(0, idx, x, "prod", include_self=True)
+    s, x = torch.tensor([5.0, 1.0], dtype=torch.float64), torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)
+    rep = mtcheck.check(f, s, x, forward_mode=True)
+    assert rep.verdict is Verdict.SMOOTH_OK and rep.certificate_ok, rep.explain()
+    assert rep.forward_matches_reverse is False, rep.explain()
+    assert not any("Error" in n for n in rep.notes), rep.notes

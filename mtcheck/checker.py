@@ -232,6 +232,8 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
                 rep.notes.extend(alt.notes)
                 rep.notes.append("the framework's backward pass rounds (its gradient is not exactly representable); "
                                  "gradients compared with the float64 tolerance")
+    if rep.forward_matches_reverse is False:
+        rep.reasons["forward = reverse"] = _forward_reverse_detail(J_fwd, J_fw, rep.stratum_jacobian, rep.verdict)
     if rep.certificate is not None:
         from .certificate import verify
 
@@ -1024,6 +1026,26 @@ def _probe(fn, tr, model, x_exact, leaves, wrt, n, t, rng):
             return Piece(J, cone), ""
         t = np.array([v * 16 + int(r) for v, r in zip(t.tolist(), rng.integers(-1, 2, size=n))], dtype=object)
     return None, why
+
+
+def _forward_reverse_detail(J_fwd, J_fw, J_S, verdict) -> str:
+    """Where forward mode and reverse mode disagree, in words: the largest difference, and which
+    of the two equals the program's exact derivative there when the point is smooth."""
+    a, b = np.asarray(J_fwd, dtype=np.float64), np.asarray(J_fw, dtype=np.float64)
+    d = np.abs(a - b)
+    d[~np.isfinite(d)] = np.inf
+    i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+    n_diff = int((a != b).sum())
+    out = (f"forward mode differs from reverse mode in {n_diff} of {a.size} Jacobian entries; the largest at "
+           f"(output {i}, input {j}): forward {float(a[i, j])!r}, reverse {float(b[i, j])!r}")
+    if verdict in (Verdict.SMOOTH_OK, Verdict.SMOOTH_WRONG) and J_S is not None:
+        e = float(np.asarray(J_S, dtype=np.float64)[i, j])
+        out += f", the program's exact derivative {e!r}"
+        if verdict is Verdict.SMOOTH_OK:
+            out += " (reverse mode is right: forward mode is the wrong one)"
+    if not np.any(a):
+        out += "; forward mode's Jacobian is zero everywhere (no tangent propagated)"
+    return out
 
 
 def _replay_text(name, inputs, wrt) -> str:

@@ -368,4 +368,5 @@ def test_scatter_reduce_prod_forward_mode_a_pytorch_finding():
     rep = mtcheck.check(f, s, x, forward_mode=True)
     assert rep.verdict is Verdict.SMOOTH_OK and rep.certificate_ok, rep.explain()
     assert rep.forward_matches_reverse is False, rep.explain()
+    assert "forward 0.0, reverse 15.0" in rep.explain() and "no tangent propagated" in rep.explain()
     assert not any("Error" in n for n in rep.notes), rep.notes

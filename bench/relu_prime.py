@@ -179,6 +179,19 @@ def mtcheck_chunk(depth, init, s0, z, X, Y, batch):
     return res
 
 
+def closer(r0, r1):
+    """On the entries where the two float gradients differ, the largest distance of each to the exact
+    gradient of the real function at the point (smooth there when the zero is rounding-induced)."""
+    g0, g1 = np.asarray(r0.framework_jacobian), np.asarray(r1.framework_jacobian)
+    J = np.asarray(r0.stratum_jacobian, dtype=np.float64)
+    mask = g0 != g1
+    if J.shape != g0.shape or not mask.any():
+        return "-"
+    e0, e1 = float(np.abs(g0 - J)[mask].max()), float(np.abs(g1 - J)[mask].max())
+    who = "relu'(0)=1" if e1 < e0 else "relu'(0)=0" if e0 < e1 else "neither"
+    return f"{who} ({int(mask.sum())} entries differ; error {e0:.1e} with 0, {e1:.1e} with 1)"
+
+
 def exact_value(rep):
     """The exact value of the first relu input that the float program rounded to 0 (from the
     ROUNDING_BRANCH certificate), or None."""
@@ -264,21 +277,20 @@ def main(argv=None):
         print("\nmtcheck on float32 batches whose gradients differ (cross-entropy, w.r.t. all parameters, the "
               "smallest aligned chunk of the batch that keeps the zero and the difference):")
         print("| depth | run | batch | relu (linear layer, unit) | samples | parameters | relu'(0)=0 (PyTorch) | relu'(0)=1 "
-              "| exact value of the relu input | the zero is | the real function's relu' there | certificates "
-              "| seconds |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| exact value of the relu input | the zero is | the real function's relu' there | closer to the exact "
+              "gradient | certificates | seconds |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         # spread the checks over the depths
-        picked, seen = [], set()
-        for f in sorted(found32, key=lambda f: (f[0] in seen, f[0])):
-            if len(picked) >= args.mtcheck:
-                break
-            picked.append(f)
-            seen.add(f[0])
+        by_depth = {L: [f for f in found32 if f[0] == L] for L in depths}
+        picked = []
+        for k in range(max(map(len, by_depth.values()))):
+            picked += [fs[k] for fs in by_depth.values() if k < len(fs)]
+        picked = picked[:args.mtcheck]
         for L, init, s0, z in picked:
             res = mtcheck_chunk(L, init, s0, z, X, Y, args.batch)
             if res is None:
                 print(f"| {L} | {init} | {s0 // args.batch} | {z[0]}, {z[2]} | - | - | - | - | - | the zero does "
-                      f"not survive in a smaller chunk | - | - | - |")
+                      f"not survive in a smaller chunk | - | - | - | - |")
                 continue
             r0, r1 = res[0], res[1]
             v = exact_value(r0)
@@ -287,7 +299,7 @@ def main(argv=None):
             val = "-" if v is None else f"{float(v):.3e}"
             branch = "-" if v is None else ("1 (relu'(0)=1 follows it)" if v > 0 else "0 (PyTorch's choice follows it)")
             print(f"| {L} | {init} | {s0 // args.batch} | {z[0]}, {z[2]} | {res['samples']} | {r0.n_inputs} | "
-                  f"{r0.verdict} | {r1.verdict} | {val} | {kind} | {branch} | {r0.certificate_ok}, "
+                  f"{r0.verdict} | {r1.verdict} | {val} | {kind} | {branch} | {closer(r0, r1)} | {r0.certificate_ok}, "
                   f"{r1.certificate_ok} | {res['t0']:.1f} + {res['t1']:.1f} |")
     if args.exact_depths:
         exact_ties(args, X, Y)

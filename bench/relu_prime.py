@@ -30,8 +30,8 @@ sign says which of the two choices follows the real function's branch there. mtc
 cross-entropy of the smallest aligned chunk of the batch (1, 4, 16, ... samples) in which the zero
 and the difference survive, with respect to all parameters.
 
-    .venv/bin/python bench/relu_prime.py                      # about 5 minutes
-    .venv/bin/python bench/relu_prime.py --runs 1000 --max-seconds 3600
+    .venv/bin/python bench/relu_prime.py                      # about 5 minutes, a few hundred runs
+    .venv/bin/python bench/relu_prime.py --max-seconds 2400 --runs-other 100 --mtcheck 6   # the paper's 1000
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=1000, help="runs per depth (the paper: 1000); see --max-seconds")
     ap.add_argument("--max-seconds", type=float, default=240.0,
                     help="stop starting new runs after this many seconds (every depth gets the same number)")
-    ap.add_argument("--runs-other", type=int, default=100,
+    ap.add_argument("--runs-other", type=int, default=20,
                     help="runs per depth at 16 and 64 bits (each stops at its first differing batch, as the "
                          "notebook does); 32 bits gets every run and every batch")
     ap.add_argument("--batch", type=int, default=256)

@@ -461,3 +461,37 @@ def test_non_finite_parameter_is_named():
         m.l2.bias[1] = float("nan")
     with pytest.raises(mtcheck.NonFiniteError, match="l2.bias"):
         mtcheck.check(m, x, wrt="parameters")
+
+
+# ------------------------------------------------------------------ Bertoin et al.'s relu'(0) measurement
+
+def _relu_prime():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "relu_prime", Path(__file__).resolve().parent.parent / "bench" / "relu_prime.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_relu_prime_data_and_the_papers_test():
+    """The shipped MNIST digits load without pickle as 8-bit intensities k/255, and the paper's test
+    (first-layer weight gradients under relu'(0)=0 and =1) sees a zero put at a relu input."""
+    mod = _relu_prime()
+    X, Y = mod.load_mnist()
+    assert X.shape == (10000, 1, 28, 28) and X.dtype == torch.float32 and Y.shape == (10000,)
+    k = X * 255
+    assert torch.equal(k, torch.round(k)) and 0 <= int(Y.min()) and int(Y.max()) == 9
+    torch.manual_seed(0)
+    net0 = mod.MLP(1)
+    x, y = X[:4], Y[:4]
+    net1 = copy.deepcopy(net0)
+    net1.relu_prime_0 = 1
+    assert mod.relu_zeros(net0, x) == [] and not mod.differ(net0, net1, x, y)
+    with torch.no_grad():                 # unit 0 exactly at the kink on every sample
+        for net in (net0, net1):
+            net.layers[0].weight[0] = 0
+            net.layers[0].bias[0] = 0
+    assert (0, 0, 0) in mod.relu_zeros(net0, x) and mod.differ(net0, net1, x, y)

@@ -398,15 +398,19 @@ def test_other_strategies_draw_and_pass():
 
 # ------------------------------------------------------------------ Boustany's beta-family of max-pool backwards
 
-def _beta_pool():
+def _bench(name):
+    """A script of bench/ as a module (bench/ is no package)."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "maxpool_beta", Path(__file__).resolve().parent.parent / "bench" / "maxpool_beta.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _beta_pool():
+    return _bench("maxpool_beta")
 
 
 class BetaCNN(TinyCNN):
@@ -465,21 +469,10 @@ def test_non_finite_parameter_is_named():
 
 # ------------------------------------------------------------------ Bertoin et al.'s relu'(0) measurement
 
-def _relu_prime():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "relu_prime", Path(__file__).resolve().parent.parent / "bench" / "relu_prime.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_relu_prime_data_and_the_papers_test():
     """The shipped MNIST digits load without pickle as 8-bit intensities k/255, and the paper's test
     (first-layer weight gradients under relu'(0)=0 and =1) sees a zero put at a relu input."""
-    mod = _relu_prime()
+    mod = _bench("relu_prime")
     X, Y = mod.load_mnist()
     assert X.shape == (10000, 1, 28, 28) and X.dtype == torch.float32 and Y.shape == (10000,)
     k = X * 255

@@ -36,6 +36,18 @@ PRIME = (1 << 61) - 1            # a Mersenne prime: residues for *finding* pivo
 PRIMES = (PRIME, (1 << 62) - 57, (1 << 62) - 87)
 
 
+def _memory_budget() -> int:
+    try:
+        import os
+
+        return min(8 << 30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
+    except (ValueError, OSError, AttributeError):      # pragma: no cover - no sysconf
+        return 2 << 30
+
+
+MAX_TIE_BYTES = _memory_budget()   # tie rows held at once, as one prime's int64 residues
+
+
 class Budget(Exception):
     """A stated budget ran out: the verdict is UNKNOWN with this reason."""
 
@@ -315,6 +327,10 @@ def tie_matrix(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | 
 
     k = ties.k
     count = k - start if count is None else min(count, k - start)
+    if count * n * 8 > MAX_TIE_BYTES:
+        raise Budget(f"{count} tie rows over {n} inputs would take {count * n * 8 / 2**30:.1f} GiB of memory as "
+                     f"residues, over the budget of {MAX_TIE_BYTES / 2**30:.1f} GiB (a quarter of this machine's "
+                     "memory, at most 8 GiB): not decided")
     if 0 < count <= n:
         try:
             return TieMatrix(model, ev, wrt, _seeds_one_hot(ties, start, count), count)

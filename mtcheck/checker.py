@@ -209,6 +209,11 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
             rep.verdict = Verdict.UNKNOWN
             rep.reasons["budget"] = str(e)
             rep.certificate = None         # an unfinished proof is no certificate
+        except MemoryError as e:
+            rep.verdict = Verdict.UNKNOWN
+            rep.reasons["budget"] = (f"out of memory while deciding the verdict ({n} inputs, {ties.k} tie rows"
+                                     f"{': ' + str(e)[:120] if str(e) else ''})")
+            rep.certificate = None
         if rep.exact_mode and not rep.verdict.passed:
             # The forward replays exact values, but the backward may still round (a 3-way tie splits
             # the gradient into thirds). A difference within float64 rounding is reported as such,
@@ -218,7 +223,7 @@ def _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rl
                              atol if atol is not None else TOLERANCES[torch.float64][1])
             try:
                 _decide(alt, model, ev, wrt, x_exact, n, m, J_S, J_fw, ties, max_rank)
-            except certify.Budget:
+            except (certify.Budget, MemoryError):
                 pass
             if alt.verdict.passed:
                 rep.exact_mode, rep.tolerance = False, alt.tolerance

@@ -95,6 +95,20 @@ def test_cnn_maxpool_tie_in_parameter_space_stock_is_associated():
     mtcheck.assert_gradient_ok(m, x, wrt="parameters")
 
 
+def test_tie_rows_too_large_to_hold_are_unknown_not_a_crash(monkeypatch):
+    """Full-width VGG11 w.r.t. its 9.2M parameters met 908 tie rows: 62 GiB of residues, and numpy's
+    MemoryError escaped mtcheck.check. Tie rows over the memory budget make the verdict UNKNOWN,
+    with the sizes in the reason."""
+    from mtcheck import certify
+
+    monkeypatch.setattr(certify, "MAX_TIE_BYTES", 16)
+    m, x = tiny_cnn()
+    rep = mtcheck.check(m, x, wrt="parameters")
+    assert rep.verdict is Verdict.UNKNOWN, rep.explain()
+    assert "memory" in rep.reasons["budget"] and f"{rep.n_inputs} inputs" in rep.reasons["budget"]
+    assert rep.certificate is None
+
+
 def test_cnn_maxpool_all_ties_backward_fails_in_parameter_space():
     m, x = tiny_cnn(bad_pool=True)
     rep = mtcheck.check(m, x, wrt="parameters")

@@ -81,6 +81,12 @@ def check(fn, *inputs, wrt=None, neighbours: bool = True, max_pieces: int = 8, f
         torch.set_num_threads(1)
         return _check(fn, inputs, wrt, neighbours, max_pieces, forward_mode, rtol, atol, rlimit, seed, name,
                       max_rank)
+    except MemoryError as e:
+        # the exact model of a program too large for this machine: no verdict, never a pass
+        rep = Report(Verdict.UNKNOWN, program=name or _name(fn))
+        rep.reasons["budget"] = ("out of memory in the exact evaluation of the program"
+                                 + (f" ({str(e)[:160]})" if str(e) else "") + ": not decided")
+        return rep
     finally:
         torch.set_num_threads(threads)
 

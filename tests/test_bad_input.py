@@ -267,3 +267,17 @@ def test_a_node_whose_float_value_is_nan_is_no_internal_error_in_the_exactness_t
     tr.nodes[0].recorded = torch.full((2, 3), float("nan"), dtype=torch.float64)
     ok, where = _forward_is_exact(model, ev)
     assert not ok and "non-finite" in where
+
+
+def test_out_of_memory_in_the_exact_model_is_unknown(monkeypatch):
+    """A program whose exact model does not fit in memory gets UNKNOWN with the reason, not numpy's
+    MemoryError."""
+    from mtcheck.model import ExactModel
+
+    def boom(self, *a, **k):
+        raise MemoryError("Unable to allocate 62.4 GiB for an array")
+
+    monkeypatch.setattr(ExactModel, "evaluate", boom)
+    rep = mtcheck.check(torch.relu, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert rep.verdict is mtcheck.Verdict.UNKNOWN and not rep.verdict.passed
+    assert "out of memory" in rep.reasons["budget"] and "62.4 GiB" in rep.reasons["budget"]

@@ -330,7 +330,8 @@ def tie_matrix(model, ev, wrt, ties: Ties, n: int, start: int = 0, count: int | 
     if count * n * 8 > MAX_TIE_BYTES:
         raise Budget(f"{count} tie rows over {n} inputs would take {count * n * 8 / 2**30:.1f} GiB of memory as "
                      f"residues, over the budget of {MAX_TIE_BYTES / 2**30:.1f} GiB (a quarter of this machine's "
-                     "memory, at most 8 GiB): not decided")
+                     "memory, at most 8 GiB): not decided; fewer inputs fit (wrt= a few parameter names, or a "
+                     "smaller batch)")
     if 0 < count <= n:
         try:
             return TieMatrix(model, ev, wrt, _seeds_one_hot(ties, start, count), count)

@@ -56,7 +56,8 @@ import torch.utils._pytree as pytree
 from . import _RULES, NotModelled, Rule, register
 from .._ball import ball, exactify, is_ball
 from .._exact import Q0
-from ._util import arg_grads, unbroadcast
+from ._util import add_t, arg_grads, unbroadcast
+from .arith import Positive
 
 _PREC = 96
 
@@ -184,17 +185,9 @@ class _Complex(Rule):
 
 @register("aten.view_as_real.default", "aten.view_as_complex.default", "aten.resolve_conj.default",
           "aten.resolve_neg.default", "aten.view_as_real_copy.default", "aten.view_as_complex_copy.default")
-class LayoutIdentity(_Complex):
-    """The (re, im) layout is view_as_real's: these ops leave the values as they are."""
-
-    def forward(self, ctx, args, kwargs):
-        return args[0]
-
-    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return targs[0]
-
-    def vjp(self, ctx, args, kwargs, out, cot):
-        return arg_grads(args, {0: cot})
+class ComplexIdentity(_Complex, Positive):
+    """The identity on complex tensors (arith's ``Positive``): the (re, im) layout is view_as_real's,
+    so these ops leave the values as they are; also detach's complex route."""
 
 
 @register("aten._conj.default", "aten._conj_physical.default", "aten.conj_physical.default",
@@ -392,17 +385,6 @@ class ComplexCopy(_Complex):
         return arg_grads(args, {0: self._unmap(ctx, cot)})
 
 
-class ComplexIdentity(_Complex):
-    def forward(self, ctx, args, kwargs):
-        return args[0]
-
-    def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
-        return targs[0]
-
-    def vjp(self, ctx, args, kwargs, out, cot):
-        return arg_grads(args, {0: cot})
-
-
 class ComplexMove(_Complex):
     """Data movement of complex tensors: the op's index map is computed on the complex elements
     (each element's index is that of its real part) and applied to both parts; the derivatives are
@@ -418,35 +400,14 @@ class ComplexMove(_Complex):
         return None
 
     def forward(self, ctx, args, kwargs):
-        from .index import _flat_values
+        from .index import _flat_values, _index_maps
 
-        func = ctx.aux["func"]
-        offset = [0]
-
-        def to_index(v):
-            if isinstance(v, np.ndarray):
-                if v.dtype == object:
-                    n = v.size // 2
-                    t = torch.arange(offset[0], offset[0] + 2 * n, 2, dtype=torch.int64).reshape(v.shape[:-1])
-                    offset[0] += 2 * n
-                    return t
-                return torch.from_numpy(np.ascontiguousarray(v))
-            return v
-
-        iargs = pytree.tree_map(to_index, args)
-        ikwargs = pytree.tree_map(to_index, kwargs)
-        if func.__name__.startswith("constant_pad_nd"):
+        if ctx.aux["func"].__name__.startswith("constant_pad_nd"):
             value = args[2] if len(args) > 2 else kwargs.get("value", 0)
             if value != 0:
                 raise NotModelled("a complex tensor padded with a value other than 0")
-            out = func(iargs[0], iargs[1], -1)
-        else:
-            out = func(*iargs, **ikwargs)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        maps = []
-        for o in outs:
-            m = o.numpy().copy()
-            maps.append(np.stack([m, np.where(m >= 0, m + 1, -1)], axis=-1))
+        idx, _, seq = _index_maps(ctx, args, kwargs, pairs=True)
+        maps = [np.stack([m, np.where(m >= 0, m + 1, -1)], axis=-1) for m in idx]
         ctx.aux["maps"] = maps
         flat = _flat_values(args)
         res = []
@@ -456,7 +417,7 @@ class ComplexMove(_Complex):
             if (m < 0).any():
                 o = np.where(m < 0, Q0, o)
             res.append(o)
-        return tuple(res) if isinstance(out, (tuple, list)) else res[0]
+        return tuple(res) if seq else res[0]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
         return self.base.jvp(ctx, args, kwargs, out, targs, tkwargs)
@@ -600,14 +561,6 @@ def _mat(v, axis: int, M):
     return np.moveaxis(r, -1, axis)
 
 
-def _add(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
 def _sub(a, b):
     if b is None:
         return a
@@ -621,8 +574,8 @@ def _c2c_axis(re, im, axis, n, sign):
     C, S = _cs(n, n, n)
     cr, ci, sr, si = _mat(re, axis, C), _mat(im, axis, C), _mat(re, axis, S), _mat(im, axis, S)
     if sign < 0:        # (C - iS)(re + i im)
-        return _add(cr, si), _sub(ci, sr)
-    return _sub(cr, si), _add(sr, ci)        # (C + iS)(re + i im)
+        return add_t(cr, si), _sub(ci, sr)
+    return _sub(cr, si), add_t(sr, ci)        # (C + iS)(re + i im)
 
 
 def _r2c_axis(x, axis, n, m):
@@ -638,7 +591,7 @@ def _r2c_axis_t(gre, gim, axis, n, m):
 
 def _c2r_axis(re, im, axis, n):
     A, Bm = _c2r_mats(n)
-    return _add(_mat(re, axis, A), _mat(im, axis, Bm))
+    return add_t(_mat(re, axis, A), _mat(im, axis, Bm))
 
 
 def _c2r_axis_t(g, axis, n):

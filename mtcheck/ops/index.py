@@ -38,19 +38,23 @@ _INDEX_OPS = (
 )
 
 
-def _index_maps(ctx, args, kwargs):
-    """Run the op on index tensors; returns (list of output index arrays, total input size)."""
+def _index_maps(ctx, args, kwargs, pairs: bool = False):
+    """Run the op on index tensors; returns (list of output index arrays, total input size, whether
+    the op returns a sequence). ``pairs``: the values are (re, im) pairs along a last axis of 2 (complex
+    tensors, mtcheck.ops.complex_fft): each element's index is that of its real part."""
     import torch
     import torch.utils._pytree as pytree
 
     func = ctx.aux["func"]
     offset = [0]
+    w = 2 if pairs else 1
 
     def to_index(v):
         if isinstance(v, np.ndarray):
             if v.dtype == object:
                 n = v.size
-                t = torch.arange(offset[0], offset[0] + n, dtype=torch.int64).reshape(v.shape)
+                t = torch.arange(offset[0], offset[0] + n, w, dtype=torch.int64).reshape(v.shape[:-1] if pairs
+                                                                                        else v.shape)
                 offset[0] += n
                 return t
             return torch.from_numpy(np.ascontiguousarray(v))

@@ -618,16 +618,12 @@ class HistogramddCts(_HistDD):
 
 
 @register("aten._histogramdd_bin_edges.default")
-class HistogramddEdges(_HistDD):
-    """The edges histogramdd uses: a list of tensors, affine in each column's min and max."""
+class HistogramddEdges(HistogramddCts):
+    """The edges histogramdd uses (the same bins as from counts): a list of tensors, affine in each
+    column's min and max."""
 
     nonsmooth = True
     counts = False
-
-    def layout(self, ctx, args, kwargs):
-        X, w, density = self._points(ctx, args, kwargs)
-        dims = self._ct_dims(ctx, args, kwargs, X)
-        return X, dims, w, density, tuple(dm.bins for dm in dims)
 
 
 @register("aten._histogramdd_from_bin_tensors.default")

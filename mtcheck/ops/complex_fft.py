@@ -400,7 +400,7 @@ class ComplexMove(_Complex):
         return None
 
     def forward(self, ctx, args, kwargs):
-        from .index import _flat_values, _index_maps
+        from .index import _flat_values, _gather, _index_maps
 
         if ctx.aux["func"].__name__.startswith("constant_pad_nd"):
             value = args[2] if len(args) > 2 else kwargs.get("value", 0)
@@ -409,14 +409,7 @@ class ComplexMove(_Complex):
         idx, _, seq = _index_maps(ctx, args, kwargs, pairs=True)
         maps = [np.stack([m, np.where(m >= 0, m + 1, -1)], axis=-1) for m in idx]
         ctx.aux["maps"] = maps
-        flat = _flat_values(args)
-        res = []
-        for m in maps:
-            safe = np.where(m >= 0, m, 0)
-            o = flat[safe.ravel()].reshape(m.shape) if flat.size else np.empty(m.shape, dtype=object)
-            if (m < 0).any():
-                o = np.where(m < 0, Q0, o)
-            res.append(o)
+        res = _gather(maps, _flat_values(args), Q0)
         return tuple(res) if seq else res[0]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):

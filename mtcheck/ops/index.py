@@ -74,6 +74,18 @@ def _index_maps(ctx, args, kwargs, pairs: bool = False):
     return [o.numpy().copy() for o in outs], offset[0], isinstance(out, (tuple, list))
 
 
+def _gather(maps, flat, pad):
+    """The values an index map reads from the flat inputs; entries mapped to -1 (padding) are ``pad``."""
+    outs = []
+    for m in maps:
+        safe = np.where(m >= 0, m, 0)
+        o = flat[safe.ravel()].reshape(m.shape) if flat.size else np.empty(m.shape, dtype=object)
+        if (m < 0).any():
+            o = np.where(m < 0, pad, o)
+        outs.append(o)
+    return outs
+
+
 def _move_ints(ctx, args, kwargs):
     import torch
     import torch.utils._pytree as pytree
@@ -109,13 +121,7 @@ class IndexMap(Rule):
         if ctx.op.startswith("aten.constant_pad_nd") and "value" in kwargs:
             pad = q(kwargs["value"])
         ctx.aux["maps"] = maps
-        outs = []
-        for m in maps:
-            safe = np.where(m >= 0, m, 0)
-            o = flat[safe.ravel()].reshape(m.shape) if flat.size else np.empty(m.shape, dtype=object)
-            if (m < 0).any():
-                o = np.where(m < 0, pad, o)
-            outs.append(o)
+        outs = _gather(maps, flat, pad)
         return tuple(outs) if is_tuple else outs[0]
 
     def jvp(self, ctx, args, kwargs, out, targs, tkwargs):
